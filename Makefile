@@ -1,0 +1,33 @@
+# MLX Hub: `make run` sets up and serves the product; `make test` sets up and runs the tests.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+.PHONY: run test lint services-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Stamps make both commands idempotent: pip runs again only when a pin file changes.
+$(VENV)/.runtime: requirements.txt | $(PY)
+	$(PIP) install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+$(VENV)/.test: requirements.txt requirements-test.txt $(VENV)/.runtime
+	$(PIP) install --disable-pip-version-check -q -r requirements-test.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	$(PY) manage.py serve
+
+test: $(VENV)/.test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""Writes for the catalog: registering model folders and the profiles that serve them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from django.db import transaction
+
+from catalog.constants import REQUIRED_MODEL_FILES, WEIGHT_SUFFIXES
+from catalog.models import LocalModel, ModelKind, Profile
+
+
+class ModelFolderError(Exception):
+    """The folder is not a model in the Hugging Face layout."""
+
+
+def _folder_size(path: Path) -> int:
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def inspect_model_folder(path: Path) -> dict[str, Any]:
+    """Read what a model folder says about itself; raise ModelFolderError if it is not one."""
+    if not path.is_dir():
+        raise ModelFolderError(f"{path} is not a folder.")
+    missing = [name for name in REQUIRED_MODEL_FILES if not (path / name).is_file()]
+    if missing:
+        raise ModelFolderError(f"{path} has no {', '.join(missing)}.")
+    if not any(item.suffix in WEIGHT_SUFFIXES for item in path.iterdir()):
+        raise ModelFolderError(f"{path} has no .safetensors weights.")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except ValueError as exc:
+        raise ModelFolderError(f"{path}/config.json is not valid JSON: {exc}") from exc
+    architectures = config.get("architectures") or [config.get("model_type", "")]
+    quantization = config.get("quantization") or config.get("quantization_config") or {}
+    kind = ModelKind.TEXT
+    if "vision_config" in config:
+        kind = ModelKind.VISION
+    elif any("Bert" in name or "Embedding" in name for name in architectures if name):
+        kind = ModelKind.EMBEDDING
+    context_length = config.get("max_position_embeddings") or config.get("text_config", {}).get(
+        "max_position_embeddings"
+    )
+    return {
+        "architecture": str(architectures[0] if architectures else ""),
+        "quantization": f"{quantization['bits']}-bit" if "bits" in quantization else str(config.get("torch_dtype", "")),
+        "kind": kind,
+        "size_bytes": _folder_size(path),
+        "context_length": int(context_length) if context_length else None,
+    }
+
+
+@transaction.atomic
+def local_model_register(*, path: Path, repo_id: str | None = None, revision: str = "main") -> LocalModel:
+    """Register (or refresh) a model folder; idempotent per path."""
+    path = path.expanduser().resolve()
+    facts = inspect_model_folder(path)
+    local_model, _ = LocalModel.objects.update_or_create(
+        path=str(path),
+        defaults={"repo_id": repo_id or f"local/{path.name}", "revision": revision, **facts},
+    )
+    return local_model
+
+
+@transaction.atomic
+def profile_upsert(
+    *,
+    name: str,
+    local_model: LocalModel,
+    pinned: bool = False,
+    default_max_tokens: int | None = None,
+    system_prompt: str = "",
+) -> Profile:
+    profile, _ = Profile.objects.update_or_create(
+        name=name,
+        defaults={
+            "local_model": local_model,
+            "pinned": pinned,
+            "default_max_tokens": default_max_tokens,
+            "system_prompt": system_prompt,
+            "enabled": True,
+        },
+    )
+    return profile

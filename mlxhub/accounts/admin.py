@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from mlxhub.accounts.models import ApiKey, Membership, Team
+from mlxhub.accounts.services import api_key_create, api_key_revoke
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [MembershipInline]
+
+
+class ApiKeyAddForm(forms.ModelForm):
+    allowed_models = forms.CharField(
+        required=False,
+        help_text="Comma-separated model names; leave empty to allow every model.",
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["name", "owner", "team", "allowed_models", "expires_at"]
+
+    def clean_allowed_models(self) -> list[str]:
+        raw = self.cleaned_data.get("allowed_models") or ""
+        return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "owner", "team", "status", "last_used_at", "created_at"]
+    list_filter = ["team", "revoked_at", "created_at"]
+    list_select_related = ["owner", "team"]
+    search_fields = ["name", "prefix", "owner__username"]
+    autocomplete_fields = ["owner", "team"]
+    actions = ["revoke_keys"]
+    readonly_fields = ["prefix", "revoked_at", "last_used_at", "created_at"]
+
+    @admin.display(description="Status")
+    def status(self, api_key: ApiKey) -> str:
+        if api_key.is_revoked:
+            return "revoked"
+        if api_key.is_expired():
+            return "expired"
+        return "active"
+
+    def get_form(self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiKeyAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        if obj is None:
+            return ["name", "owner", "team", "allowed_models", "expires_at"]
+        return ["name", "prefix", "owner", "team", "allowed_models", "expires_at", *self.readonly_fields[1:]]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return [] if obj is None else [*self.readonly_fields, "owner"]
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        return {"owner": request.user.pk}
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = api_key_create(
+            owner=form.cleaned_data["owner"],
+            name=form.cleaned_data["name"],
+            team=form.cleaned_data.get("team"),
+            allowed_models=form.cleaned_data.get("allowed_models") or [],
+            expires_at=form.cleaned_data.get("expires_at"),
+        )
+        obj.pk = created.api_key.pk
+        obj.prefix = created.api_key.prefix
+        # Kept on the instance only for the one page that shows it.
+        obj._created_secret = created.secret  # type: ignore[attr-defined]
+
+    def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
+        secret = getattr(obj, "_created_secret", None)
+        if secret is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "api_key": obj,
+            "secret": secret,
+            "title": "API key created",
+        }
+        response = TemplateResponse(request, "admin/accounts/apikey/created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke selected API keys")
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = 0
+        for api_key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=api_key)
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)

@@ -1,0 +1,52 @@
+"""Control API for API keys: list, create (the secret is returned once), revoke."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from mlxhub.accounts.models import ApiKey, Role
+from mlxhub.accounts.selectors import api_keys_visible_to
+from mlxhub.accounts.serializers import ApiKeySerializer, CreatedApiKeySerializer
+from mlxhub.accounts.services import api_key_create, api_key_revoke
+
+
+class ApiKeyViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+    read_role = Role.VIEWER
+    write_role = Role.MEMBER
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(api_keys_visible_to(user=request.user))
+        return self.get_paginated_response(ApiKeySerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        api_key = get_object_or_404(api_keys_visible_to(user=request.user), pk=pk)
+        return Response(ApiKeySerializer(api_key).data)
+
+    def create(self, request: Request) -> Response:
+        serializer = ApiKeySerializer(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        created = api_key_create(
+            owner=request.user,
+            name=serializer.validated_data["name"],
+            team=serializer.validated_data.get("team"),
+            allowed_models=serializer.validated_data.get("allowed_models", []),
+            expires_at=serializer.validated_data.get("expires_at"),
+        )
+        body = CreatedApiKeySerializer(created.api_key, context={"secret": created.secret}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str) -> Response:
+        api_key: ApiKey = get_object_or_404(api_keys_visible_to(user=request.user), pk=pk)
+        api_key_revoke(api_key=api_key)
+        return Response(ApiKeySerializer(api_key).data)
+
+    def destroy(self, request: Request, pk: str) -> Response:
+        """DELETE revokes: rows stay for the audit trail."""
+        api_key: ApiKey = get_object_or_404(api_keys_visible_to(user=request.user), pk=pk)
+        api_key_revoke(api_key=api_key)
+        return Response(status=status.HTTP_204_NO_CONTENT)

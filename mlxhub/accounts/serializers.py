@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from mlxhub.accounts.models import ApiKey, Team
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    team = serializers.SlugRelatedField(
+        slug_field="slug", queryset=Team.objects.all(), required=False, allow_null=True
+    )
+    allowed_models = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, default=list
+    )
+    revoked = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "owner",
+            "team",
+            "allowed_models",
+            "expires_at",
+            "revoked",
+            "revoked_at",
+            "last_used_at",
+            "created_at",
+        ]
+        read_only_fields = ["prefix", "revoked_at", "last_used_at", "created_at"]
+
+    def get_revoked(self, api_key: ApiKey) -> bool:
+        return api_key.is_revoked
+
+    def validate_team(self, team: Team | None) -> Team | None:
+        request = self.context["request"]
+        if team is not None and not request.user.is_superuser and not team.memberships.filter(user=request.user).exists():
+            raise serializers.ValidationError("You are not a member of this team.")
+        return team
+
+
+class CreatedApiKeySerializer(ApiKeySerializer):
+    secret = serializers.SerializerMethodField()
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "secret"]
+
+    def get_secret(self, api_key: ApiKey) -> Any:
+        return self.context["secret"]

@@ -1,0 +1,141 @@
+"""Writes for accounts: API keys are created and revoked only here."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from mlxhub.accounts.constants import (
+    API_KEY_DISPLAY_CHARS,
+    API_KEY_LAST_USED_GRANULARITY,
+    API_KEY_PREFIX,
+    API_KEY_RANDOM_BYTES,
+)
+from mlxhub.accounts.models import ApiKey, Team
+
+
+class ApiKeyError(Exception):
+    """Why a presented key was refused; the message is safe to show the caller."""
+
+    def __init__(self, message: str, *, code: str = "invalid_api_key") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class CreatedApiKey:
+    api_key: ApiKey
+    secret: str  # shown exactly once, never stored
+
+
+def hash_secret(secret: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough; no salt is needed.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def generate_secret() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(API_KEY_RANDOM_BYTES)
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    owner: AbstractBaseUser,
+    name: str,
+    team: Team | None = None,
+    allowed_models: list[str] | None = None,
+    expires_at: datetime | None = None,
+    secret: str | None = None,
+) -> CreatedApiKey:
+    """Create a key. ``secret`` lets bootstrap honour MLXHUB_API_KEY."""
+    secret = secret or generate_secret()
+    if not secret.startswith(API_KEY_PREFIX) or len(secret) < API_KEY_DISPLAY_CHARS + 8:
+        raise ApiKeyError(
+            f"An API key must start with {API_KEY_PREFIX!r} and be at least 20 characters long.",
+            code="invalid_api_key_format",
+        )
+    api_key = ApiKey.objects.create(
+        owner=owner,
+        name=name,
+        team=team,
+        allowed_models=list(allowed_models or []),
+        expires_at=expires_at,
+        prefix=secret[:API_KEY_DISPLAY_CHARS],
+        hashed_key=hash_secret(secret),
+    )
+    return CreatedApiKey(api_key=api_key, secret=secret)
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+    return api_key
+
+
+def _check_secret(secret: str, api_key: ApiKey | None) -> ApiKey:
+    # Compare even when no row matched, so the timing does not tell whether a prefix exists.
+    expected = api_key.hashed_key if api_key else "0" * 64
+    if not hmac.compare_digest(expected, hash_secret(secret)) or api_key is None:
+        raise ApiKeyError("Incorrect API key provided.")
+    if api_key.is_revoked:
+        raise ApiKeyError("This API key has been revoked.", code="revoked_api_key")
+    if api_key.is_expired():
+        raise ApiKeyError("This API key has expired.", code="expired_api_key")
+    return api_key
+
+
+def _needs_last_used_update(api_key: ApiKey, now: datetime) -> bool:
+    return api_key.last_used_at is None or now - api_key.last_used_at > timedelta(
+        seconds=API_KEY_LAST_USED_GRANULARITY
+    )
+
+
+def api_key_authenticate(*, secret: str) -> ApiKey:
+    """Return the usable key for ``secret`` or raise ApiKeyError."""
+    if not secret:
+        raise ApiKeyError("You didn't provide an API key.", code="missing_api_key")
+    api_key = (
+        ApiKey.objects.select_related("owner", "team")
+        .filter(prefix=secret[:API_KEY_DISPLAY_CHARS])
+        .first()
+    )
+    api_key = _check_secret(secret, api_key)
+    now = timezone.now()
+    if _needs_last_used_update(api_key, now):
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    return api_key
+
+
+async def api_key_aauthenticate(*, secret: str) -> ApiKey:
+    """The async twin of api_key_authenticate, for the /v1 data plane."""
+    if not secret:
+        raise ApiKeyError("You didn't provide an API key.", code="missing_api_key")
+    api_key = (
+        await ApiKey.objects.select_related("owner", "team")
+        .filter(prefix=secret[:API_KEY_DISPLAY_CHARS])
+        .afirst()
+    )
+    api_key = _check_secret(secret, api_key)
+    now = timezone.now()
+    if _needs_last_used_update(api_key, now):
+        await ApiKey.objects.filter(pk=api_key.pk).aupdate(last_used_at=now)
+    return api_key
+
+
+def secret_from_headers(headers: dict[str, str] | object) -> str:
+    """The key from `Authorization: Bearer …`, or from `x-api-key` (Anthropic clients)."""
+    get = headers.get  # type: ignore[attr-defined]
+    authorization = get("authorization") or ""
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return str(value.strip())
+    return str(get("x-api-key") or "").strip()

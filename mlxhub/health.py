@@ -1,0 +1,66 @@
+"""/healthz: the process answers. /readyz: database, broker and engine are ready."""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+logger = logging.getLogger(__name__)
+
+
+async def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> str | None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
+    return None
+
+
+def _check_broker() -> str | None:
+    from mlxhub.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _check_engine() -> str | None:
+    from inference.runtime import engine_client
+
+    if not settings.MLXHUB_ENGINE_PRELOAD:
+        return None  # this process does not host an engine
+    try:
+        return None if engine_client().ready else "the engine thread is not running"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+async def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {
+        "database": await sync_to_async(_check_database, thread_sensitive=False)(),
+        "broker": await sync_to_async(_check_broker, thread_sensitive=False)(),
+        "engine": _check_engine(),
+    }
+    failing = {name: error for name, error in checks.items() if error}
+    body = {
+        "status": "ok" if not failing else "unavailable",
+        "checks": {name: ("ok" if not error else error) for name, error in checks.items()},
+    }
+    if failing:
+        logger.warning("not ready: %s", failing)
+    return JsonResponse(body, status=200 if not failing else 503)

@@ -1,0 +1,75 @@
+"""Bootstrap, then run daphne and one Celery worker as children that stop together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+# Children get this long to exit after SIGTERM before they are killed.
+STOP_GRACE_SECONDS = 10
+
+
+class Command(BaseCommand):
+    help = "Run MLX Hub: bootstrap, daphne on MLXHUB_HOST:MLXHUB_PORT and a Celery worker."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default=settings.MLXHUB_HOST)
+        parser.add_argument("--port", type=int, default=settings.MLXHUB_PORT)
+        parser.add_argument("--no-worker", action="store_true", help="Do not start a Celery worker.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        call_command("bootstrap", stdout=self.stdout)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        python = sys.executable
+        child_env = {**os.environ, "MLXHUB_ENGINE_PRELOAD": "1"}
+        commands = {
+            "web": [python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]), "mlxhub.asgi:application"],
+        }
+        if not options["no_worker"]:
+            commands["worker"] = [
+                python, "-m", "celery", "-A", "mlxhub", "worker", "--loglevel=INFO", "--concurrency=1",
+                "--hostname=mlxhub@%h",
+            ]
+        worker_env = {**os.environ, "MLXHUB_ENGINE_PRELOAD": "0"}
+        children = {
+            name: subprocess.Popen(command, env=worker_env if name == "worker" else child_env)
+            for name, command in commands.items()
+        }
+        self.stdout.write(f"MLX Hub on http://{options['host']}:{options['port']}/ (admin at /admin/, API at /v1/)")
+        stopping = False
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        exit_code = 0
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    self.stderr.write(f"{name} exited with {child.returncode}; stopping MLX Hub.")
+                    exit_code = child.returncode or 1
+                    stopping = True
+            time.sleep(0.2)
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if exit_code:
+            sys.exit(exit_code)

@@ -1,0 +1,264 @@
+"""MLX Hub settings: one file, every value from the environment.
+
+Unset ``MLXHUB_REDIS_URL`` gives the embedded default (SQLite, Celery on
+kombu's filesystem transport, in-memory channel layer, local-memory cache);
+setting it moves the broker, results, channel layer and cache to Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def _env_path(name: str, default: Path) -> Path:
+    raw = env.str(name, default="")
+    return Path(raw).expanduser().resolve() if raw else default
+
+
+def _env_port(name: str, default: int) -> int:
+    try:
+        port = env.int(name, default=default)
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer port number") from exc
+    if not 0 < port < 65536:
+        raise ImproperlyConfigured(f"{name} must be between 1 and 65535, got {port}")
+    return port
+
+
+MLXHUB_HOME = _env_path("MLXHUB_HOME", BASE_DIR / ".mlxhub")
+MLXHUB_HOME.mkdir(parents=True, exist_ok=True)
+MLXHUB_MODELS_DIR = _env_path("MLXHUB_MODELS_DIR", MLXHUB_HOME / "models")
+MLXHUB_HOST = env.str("MLXHUB_HOST", default="127.0.0.1")
+MLXHUB_PORT = _env_port("MLXHUB_PORT", 8000)
+MLXHUB_REDIS_URL = env.str("MLXHUB_REDIS_URL", default="")
+# Bootstrap values; random (and printed once) when unset.
+MLXHUB_ADMIN_PASSWORD = env.str("MLXHUB_ADMIN_PASSWORD", default="")
+MLXHUB_API_KEY = env.str("MLXHUB_API_KEY", default="")
+# The demo model's size: "demo" for people, "tiny" for the test suite.
+MLXHUB_DEMO_PRESET = env.str("MLXHUB_DEMO_PRESET", default="demo")
+# Start the resident MLX engine in this process (web processes of the
+# embedded default do; management commands and Celery workers do not).
+MLXHUB_ENGINE_PRELOAD = env.bool("MLXHUB_ENGINE_PRELOAD", default=True)
+MLXHUB_MAX_QUEUE = env.int("MLXHUB_MAX_QUEUE", default=64)
+MLXHUB_MAX_BATCH = env.int("MLXHUB_MAX_BATCH", default=32)
+MLXHUB_PREFILL_STEP = env.int("MLXHUB_PREFILL_STEP", default=256)
+MLXHUB_PREFIX_CACHE_BYTES = env.int("MLXHUB_PREFIX_CACHE_BYTES", default=512 * 1024 * 1024)
+MLXHUB_REQUEST_TIMEOUT = env.float("MLXHUB_REQUEST_TIMEOUT", default=600.0)
+MLXHUB_HEARTBEAT_SECONDS = env.float("MLXHUB_HEARTBEAT_SECONDS", default=5.0)
+MLXHUB_MAX_BODY_BYTES = env.int("MLXHUB_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else generated once into MLXHUB_HOME (0600)."""
+    from_env = env.str("MLXHUB_SECRET_KEY", default="") or env.str("SECRET_KEY", default="")
+    if from_env:
+        return from_env
+    key_file = MLXHUB_HOME / "secret_key"
+    if not key_file.exists():
+        # O_EXCL: two processes starting together must not write two keys.
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(64))
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env.bool("MLXHUB_DEBUG", default=False)
+# Behind TLS (a reverse proxy): secure cookies, HSTS, redirect to https.
+MLXHUB_SECURE = env.bool("MLXHUB_SECURE", default=False)
+
+ALLOWED_HOSTS = env.list(
+    "MLXHUB_ALLOWED_HOSTS",
+    default=sorted({MLXHUB_HOST, "127.0.0.1", "localhost", "[::1]", "testserver"}),
+)
+CSRF_TRUSTED_ORIGINS = env.list("MLXHUB_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "channels",
+    "django_htmx",
+    "mlxhub.accounts",
+    "mlxhub",
+    "catalog",
+    "inference",
+    "routing",
+    "audit",
+]
+
+MIDDLEWARE = [
+    "mlxhub.middleware.RequestIdMiddleware",
+    "mlxhub.middleware.OpenAIErrorShapeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "mlxhub.urls"
+ASGI_APPLICATION = "mlxhub.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{MLXHUB_HOME / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process read while the Celery worker writes; IMMEDIATE
+    # transactions take the write lock up front instead of failing mid-way.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = MLXHUB_HOME / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Serve static files from the finders too, so a run without collectstatic works.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGIN_URL = "admin:login"
+DATA_UPLOAD_MAX_MEMORY_SIZE = MLXHUB_MAX_BODY_BYTES
+
+if MLXHUB_REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": MLXHUB_REDIS_URL,
+            "KEY_PREFIX": "mlxhub",
+        }
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [MLXHUB_REDIS_URL]},
+        }
+    }
+    CELERY_BROKER_URL = MLXHUB_REDIS_URL
+    CELERY_RESULT_BACKEND = MLXHUB_REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    BROKER_DIR = MLXHUB_HOME / "broker"
+    for _sub in ("queue", "processed", "control"):
+        (BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_RESULT_BACKEND = None
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+        # Remote control (celery inspect) files; kombu's default is ./control.
+        "control_folder": str(BROKER_DIR / "control"),
+        "polling_interval": 0.2,
+    }
+
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = not MLXHUB_REDIS_URL
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "mlxhub.accounts.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["mlxhub.accounts.permissions.HasRole"],
+    "EXCEPTION_HANDLER": "mlxhub.problems.problem_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+}
+
+if MLXHUB_SECURE:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("MLXHUB_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+LOG_LEVEL = env.str("MLXHUB_LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "mlxhub.logging.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["request_id"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        "daphne": {"level": "WARNING"},
+        "httpx": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
+from rest_framework.routers import DefaultRouter
+
+from inference.api import api as v1_api
+from inference.errors import OpenAIError, error_response
+from mlxhub.accounts.api import ApiKeyViewSet
+from mlxhub.health import healthz, readyz
+
+router = DefaultRouter()
+router.register("keys", ApiKeyViewSet, basename="apikey")
+
+
+def v1_not_found(request: HttpRequest) -> HttpResponse:
+    return error_response(
+        OpenAIError(f"Unknown request URL: {request.method} {request.path}.", status=404, code="unknown_url")
+    )
+
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("api/", include(router.urls)),
+    path("v1/", v1_api.urls),
+    re_path(r"^v1/.*$", v1_not_found),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+]
