@@ -16,6 +16,6 @@ from django.conf import settings  # noqa: E402
 application = ProtocolTypeRouter({"http": django_application})
 
 if settings.MLXHUB_ENGINE_PRELOAD:
-    from inference.services import engine_start  # noqa: E402
+    from inference.services import engine_start
 
     engine_start()

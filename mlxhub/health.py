@@ -59,7 +59,7 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     failing = {name: error for name, error in checks.items() if error}
     body = {
         "status": "ok" if not failing else "unavailable",
-        "checks": {name: ("ok" if not error else error) for name, error in checks.items()},
+        "checks": {name: (error if error else "ok") for name, error in checks.items()},
     }
     if failing:
         logger.warning("not ready: %s", failing)

@@ -48,10 +48,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
             detail="One or more fields are invalid.",
             errors=response.data,
         )
-    if isinstance(exc, Http404):
-        detail = "Not found."
-    else:
-        detail = str(getattr(exc, "detail", exc))
+    detail = "Not found." if isinstance(exc, Http404) else str(getattr(exc, "detail", exc))
     title = {
         401: "Unauthorized",
         403: "Forbidden",

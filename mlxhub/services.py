@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import transaction
 
@@ -32,14 +32,13 @@ class BootstrapResult:
     api_key: str | None = None
 
 
-def _ensure_admin(result: BootstrapResult) -> object:
-    user_model = get_user_model()
-    admin = user_model.objects.filter(is_superuser=True).order_by("pk").first()
+def _ensure_admin(result: BootstrapResult) -> User:
+    admin = User.objects.filter(is_superuser=True).order_by("pk").first()
     if admin is not None:
         return admin
     from_env = settings.MLXHUB_ADMIN_PASSWORD
     password = from_env or secrets.token_urlsafe(16)
-    admin = user_model.objects.create_superuser(username=ADMIN_USERNAME, email="", password=password)
+    admin = User.objects.create_superuser(username=ADMIN_USERNAME, email="", password=password)
     result.created.append(f"admin user '{ADMIN_USERNAME}'")
     if not from_env:
         result.admin_password = password
@@ -48,17 +47,17 @@ def _ensure_admin(result: BootstrapResult) -> object:
     return admin
 
 
-def _ensure_api_key(result: BootstrapResult, admin: object) -> None:
+def _ensure_api_key(result: BootstrapResult, admin: User) -> None:
     from_env = settings.MLXHUB_API_KEY
     if from_env:
         if ApiKey.objects.filter(prefix=from_env[:API_KEY_DISPLAY_CHARS]).exists():
             return
-        api_key_create(owner=admin, name="bootstrap (MLXHUB_API_KEY)", secret=from_env)  # type: ignore[arg-type]
+        api_key_create(owner=admin, name="bootstrap (MLXHUB_API_KEY)", secret=from_env)
         result.created.append("API key from MLXHUB_API_KEY")
         return
     if ApiKey.objects.filter(owner=admin, revoked_at__isnull=True).exists():
         return
-    created = api_key_create(owner=admin, name="bootstrap")  # type: ignore[arg-type]
+    created = api_key_create(owner=admin, name="bootstrap")
     result.created.append("API key")
     result.api_key = created.secret
 

@@ -64,7 +64,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             kwargs["form"] = ApiKeyAddForm
         return super().get_form(request, obj, change=change, **kwargs)
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
         if obj is None:
             return ["name", "owner", "team", "allowed_models", "expires_at"]
         return ["name", "prefix", "owner", "team", "allowed_models", "expires_at", *self.readonly_fields[1:]]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import cast
+
+from django.contrib.auth.models import User
 from django.shortcuts import get_object_or_404
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -14,23 +17,28 @@ from mlxhub.accounts.serializers import ApiKeySerializer, CreatedApiKeySerialize
 from mlxhub.accounts.services import api_key_create, api_key_revoke
 
 
+def _user(request: Request) -> User:
+    # HasRole has already refused anonymous callers.
+    return cast(User, request.user)
+
+
 class ApiKeyViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     read_role = Role.VIEWER
     write_role = Role.MEMBER
 
     def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(api_keys_visible_to(user=request.user))
+        page = self.paginate_queryset(api_keys_visible_to(user=_user(request)))
         return self.get_paginated_response(ApiKeySerializer(page, many=True).data)
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        api_key = get_object_or_404(api_keys_visible_to(user=request.user), pk=pk)
+        api_key = get_object_or_404(api_keys_visible_to(user=_user(request)), pk=pk)
         return Response(ApiKeySerializer(api_key).data)
 
     def create(self, request: Request) -> Response:
         serializer = ApiKeySerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         created = api_key_create(
-            owner=request.user,
+            owner=_user(request),
             name=serializer.validated_data["name"],
             team=serializer.validated_data.get("team"),
             allowed_models=serializer.validated_data.get("allowed_models", []),
@@ -41,12 +49,12 @@ class ApiKeyViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str) -> Response:
-        api_key: ApiKey = get_object_or_404(api_keys_visible_to(user=request.user), pk=pk)
+        api_key: ApiKey = get_object_or_404(api_keys_visible_to(user=_user(request)), pk=pk)
         api_key_revoke(api_key=api_key)
         return Response(ApiKeySerializer(api_key).data)
 
     def destroy(self, request: Request, pk: str) -> Response:
         """DELETE revokes: rows stay for the audit trail."""
-        api_key: ApiKey = get_object_or_404(api_keys_visible_to(user=request.user), pk=pk)
+        api_key: ApiKey = get_object_or_404(api_keys_visible_to(user=_user(request)), pk=pk)
         api_key_revoke(api_key=api_key)
         return Response(status=status.HTTP_204_NO_CONTENT)

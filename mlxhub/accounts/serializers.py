@@ -9,12 +9,8 @@ from mlxhub.accounts.models import ApiKey, Team
 
 class ApiKeySerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
-    team = serializers.SlugRelatedField(
-        slug_field="slug", queryset=Team.objects.all(), required=False, allow_null=True
-    )
-    allowed_models = serializers.ListField(
-        child=serializers.CharField(max_length=200), required=False, default=list
-    )
+    team = serializers.SlugRelatedField(slug_field="slug", queryset=Team.objects.all(), required=False, allow_null=True)
+    allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), required=False, default=list)
     revoked = serializers.SerializerMethodField()
 
     class Meta:
@@ -39,7 +35,11 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
     def validate_team(self, team: Team | None) -> Team | None:
         request = self.context["request"]
-        if team is not None and not request.user.is_superuser and not team.memberships.filter(user=request.user).exists():
+        if (
+            team is not None
+            and not request.user.is_superuser
+            and not team.memberships.filter(user=request.user).exists()
+        ):
             raise serializers.ValidationError("You are not a member of this team.")
         return team
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -47,7 +48,7 @@ def generate_secret() -> str:
 @transaction.atomic
 def api_key_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     name: str,
     team: Team | None = None,
     allowed_models: list[str] | None = None,
@@ -94,20 +95,14 @@ def _check_secret(secret: str, api_key: ApiKey | None) -> ApiKey:
 
 
 def _needs_last_used_update(api_key: ApiKey, now: datetime) -> bool:
-    return api_key.last_used_at is None or now - api_key.last_used_at > timedelta(
-        seconds=API_KEY_LAST_USED_GRANULARITY
-    )
+    return api_key.last_used_at is None or now - api_key.last_used_at > timedelta(seconds=API_KEY_LAST_USED_GRANULARITY)
 
 
 def api_key_authenticate(*, secret: str) -> ApiKey:
     """Return the usable key for ``secret`` or raise ApiKeyError."""
     if not secret:
         raise ApiKeyError("You didn't provide an API key.", code="missing_api_key")
-    api_key = (
-        ApiKey.objects.select_related("owner", "team")
-        .filter(prefix=secret[:API_KEY_DISPLAY_CHARS])
-        .first()
-    )
+    api_key = ApiKey.objects.select_related("owner", "team").filter(prefix=secret[:API_KEY_DISPLAY_CHARS]).first()
     api_key = _check_secret(secret, api_key)
     now = timezone.now()
     if _needs_last_used_update(api_key, now):
@@ -120,9 +115,7 @@ async def api_key_aauthenticate(*, secret: str) -> ApiKey:
     if not secret:
         raise ApiKeyError("You didn't provide an API key.", code="missing_api_key")
     api_key = (
-        await ApiKey.objects.select_related("owner", "team")
-        .filter(prefix=secret[:API_KEY_DISPLAY_CHARS])
-        .afirst()
+        await ApiKey.objects.select_related("owner", "team").filter(prefix=secret[:API_KEY_DISPLAY_CHARS]).afirst()
     )
     api_key = _check_secret(secret, api_key)
     now = timezone.now()
@@ -131,9 +124,9 @@ async def api_key_aauthenticate(*, secret: str) -> ApiKey:
     return api_key
 
 
-def secret_from_headers(headers: dict[str, str] | object) -> str:
+def secret_from_headers(headers: Mapping[str, str]) -> str:
     """The key from `Authorization: Bearer …`, or from `x-api-key` (Anthropic clients)."""
-    get = headers.get  # type: ignore[attr-defined]
+    get = headers.get
     authorization = get("authorization") or ""
     scheme, _, value = authorization.partition(" ")
     if scheme.lower() == "bearer" and value.strip():

@@ -32,11 +32,27 @@ class Command(BaseCommand):
         python = sys.executable
         child_env = {**os.environ, "MLXHUB_ENGINE_PRELOAD": "1"}
         commands = {
-            "web": [python, "-m", "daphne", "-b", options["host"], "-p", str(options["port"]), "mlxhub.asgi:application"],
+            "web": [
+                python,
+                "-m",
+                "daphne",
+                "-b",
+                options["host"],
+                "-p",
+                str(options["port"]),
+                "mlxhub.asgi:application",
+            ],
         }
         if not options["no_worker"]:
             commands["worker"] = [
-                python, "-m", "celery", "-A", "mlxhub", "worker", "--loglevel=INFO", "--concurrency=1",
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "mlxhub",
+                "worker",
+                "--loglevel=INFO",
+                "--concurrency=1",
                 "--hostname=mlxhub@%h",
             ]
         worker_env = {**os.environ, "MLXHUB_ENGINE_PRELOAD": "0"}
