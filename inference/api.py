@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from ninja import NinjaAPI
 from ninja.errors import HttpError
@@ -55,8 +56,13 @@ api = NinjaAPI(
 
 @api.exception_handler(OpenAIError)
 def _openai_error(request: HttpRequest, exc: OpenAIError) -> HttpResponse:
-    logger.info("request refused: %s %s (%s)", exc.status, exc.code or "", exc)
+    # Logged with the request id (the log filter adds it), so a client's x-request-id leads here.
+    logger.info("request refused: %s %s param=%s (%s)", exc.status, exc.code or "-", exc.param or "-", exc)
     return error_response(exc)
+
+
+# Pydantic's error types for a body that is JSON but not an object (an array, null, a number).
+NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dict_type"})
 
 
 @api.exception_handler(NinjaValidationError)
@@ -66,11 +72,13 @@ def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpRe
     param = param_from_loc(loc)
     if param is None and first.get("type") == "missing":
         message = "The request body is empty; send a JSON object."
+    elif param is None and first.get("type") in NOT_AN_OBJECT:
+        message = "The request body must be a JSON object."
     else:
         message = f"Invalid value for '{param}': {first.get('msg', 'invalid')}" if param else str(first.get("msg"))
     if first.get("type") == "extra_forbidden" and param:
         message = f"Unrecognized request argument supplied: {param}"
-    return error_response(OpenAIError(message, status=400, code="invalid_request_error", param=param))
+    return _openai_error(request, OpenAIError(message, status=400, code="invalid_request_error", param=param))
 
 
 @api.exception_handler(HttpError)
@@ -78,7 +86,13 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     message = str(exc)
     if exc.status_code == 400 and message.startswith("Cannot parse"):
         message = "We could not parse the JSON body of your request: it is not valid JSON."
-    return error_response(OpenAIError(message, status=exc.status_code, code="invalid_request_error"))
+    return _openai_error(request, OpenAIError(message, status=exc.status_code, code="invalid_request_error"))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    message = f"The request body is larger than {settings.MLXHUB_MAX_BODY_BYTES} bytes."
+    return _openai_error(request, OpenAIError(message, status=413, code="request_too_large"))
 
 
 @api.exception_handler(Exception)
@@ -193,7 +207,11 @@ def _sse(payload: dict[str, Any]) -> bytes:
 
 
 async def _stream_events(
-    stream: RequestStream, *, make_chunk: ChunkMaker, include_usage: bool, usage_chunk: Callable[[FinishEvent], dict[str, Any]]
+    stream: RequestStream,
+    *,
+    make_chunk: ChunkMaker,
+    include_usage: bool,
+    usage_chunk: Callable[[FinishEvent], dict[str, Any]],
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.MLXHUB_REQUEST_TIMEOUT

@@ -67,7 +67,9 @@ def param_from_loc(loc: list[Any] | tuple[Any, ...]) -> str | None:
     while parts and parts[0] in ("body", "payload"):
         parts.pop(0)
     # Union members add their type name to the path; they mean nothing to a client.
-    parts = [part for part in parts if not (isinstance(part, str) and ("[" in part or part in {"str", "list[ContentPart]"}))]
+    parts = [
+        part for part in parts if not (isinstance(part, str) and ("[" in part or part in {"str", "list[ContentPart]"}))
+    ]
     text = ""
     for part in parts:
         if isinstance(part, int):

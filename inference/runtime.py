@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 from django.conf import settings
@@ -28,6 +29,8 @@ def engine_client() -> EngineClient:
                     )
                 )
                 engine.start()
+                # Stop the MLX thread before the interpreter tears down MLX's own threads.
+                atexit.register(engine.stop)
                 _client = InProcessEngineClient(engine)
     return _client
 

@@ -8,9 +8,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_STOP_SEQUENCES = 16
+# OpenAI takes seeds as 64-bit integers; accept both the signed and the unsigned range.
+MIN_SEED = -(2**63)
+MAX_SEED = 2**64 - 1
+
+
+def _utf8(value: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"); tokenizers cannot encode them and would fail deep in the engine.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from exc
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
 
 
 class StrictModel(BaseModel):
@@ -19,7 +34,7 @@ class StrictModel(BaseModel):
 
 class TextPart(StrictModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ImageUrl(StrictModel):
@@ -37,8 +52,8 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 class ChatMessage(StrictModel):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: Text | list[ContentPart] | None = None
+    name: Text | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -58,7 +73,7 @@ class ResponseFormat(BaseModel):
 
 
 class SamplingFields(StrictModel):
-    model: str = Field(min_length=1, max_length=200)
+    model: Text = Field(min_length=1, max_length=200)
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
@@ -68,11 +83,11 @@ class SamplingFields(StrictModel):
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     repetition_penalty: float | None = Field(default=None, gt=0, le=10)
     logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=MIN_SEED, le=MAX_SEED)
+    stop: Text | list[Text] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(default=None, max_length=256)
+    user: Text | None = Field(default=None, max_length=256)
     n: int | None = Field(default=None, ge=1, le=128)
     logprobs: Any = None
     top_logprobs: int | None = None
@@ -106,16 +121,9 @@ class ChatCompletionRequest(SamplingFields):
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
 
-    @model_validator(mode="after")
-    def _max_tokens_agree(self) -> ChatCompletionRequest:
-        if self.max_completion_tokens is not None and self.max_tokens is not None:
-            if self.max_completion_tokens != self.max_tokens:
-                raise ValueError("max_tokens and max_completion_tokens disagree; send one of them")
-        return self
-
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: Text | list[Text] | list[int] | list[list[int]]
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None

@@ -71,12 +71,19 @@ def sampling_params(payload: SamplingFields, profile: Profile) -> SamplingParams
         frequency_penalty=payload.frequency_penalty or 0.0,
         repetition_penalty=payload.repetition_penalty or 1.0,
         logit_bias={int(token): bias for token, bias in (payload.logit_bias or {}).items()},
-        seed=payload.seed,
+        # mx.random.key takes an unsigned 64-bit seed; a negative seed maps to its two's complement.
+        seed=payload.seed % (1 << 64) if payload.seed is not None else None,
     )
 
 
 def chat_request(*, payload: ChatCompletionRequest, profile: Profile, request_id: str) -> GenerationRequest:
     refuse_unsupported(payload)
+    both_given = payload.max_completion_tokens is not None and payload.max_tokens is not None
+    if both_given and payload.max_completion_tokens != payload.max_tokens:
+        raise OpenAIError(
+            "max_tokens and max_completion_tokens disagree; send only max_completion_tokens.",
+            param="max_completion_tokens",
+        )
     messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in payload.messages]
     if profile.system_prompt and not any(message["role"] == "system" for message in messages):
         messages.insert(0, {"role": "system", "content": profile.system_prompt})

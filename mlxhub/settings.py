@@ -53,6 +53,12 @@ MLXHUB_MAX_BATCH = env.int("MLXHUB_MAX_BATCH", default=32)
 MLXHUB_PREFILL_STEP = env.int("MLXHUB_PREFILL_STEP", default=256)
 MLXHUB_PREFIX_CACHE_BYTES = env.int("MLXHUB_PREFIX_CACHE_BYTES", default=512 * 1024 * 1024)
 MLXHUB_REQUEST_TIMEOUT = env.float("MLXHUB_REQUEST_TIMEOUT", default=600.0)
+# Per-endpoint limits on a whole generation (seconds), e.g. "chat=300,completions=120".
+MLXHUB_ENDPOINT_TIMEOUTS: dict[str, float] = {
+    "chat": MLXHUB_REQUEST_TIMEOUT,
+    "completions": MLXHUB_REQUEST_TIMEOUT,
+    **env.dict("MLXHUB_ENDPOINT_TIMEOUTS", cast={"value": float}, default={}),
+}
 MLXHUB_HEARTBEAT_SECONDS = env.float("MLXHUB_HEARTBEAT_SECONDS", default=5.0)
 MLXHUB_MAX_BODY_BYTES = env.int("MLXHUB_MAX_BODY_BYTES", default=8 * 1024 * 1024)
 

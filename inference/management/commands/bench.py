@@ -1,0 +1,556 @@
+"""Benchmark MLX Hub against mlx_lm.server on the same local model, interleaved.
+
+Both servers run as subprocesses on free loopback ports and share this machine,
+so every figure is only meaningful as a ratio taken in the same run: for each
+concurrency, the runs alternate hub / mlx_lm.server (ABBA across rounds) with
+the same prompts, every prompt new to both prompt caches.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+HUB = "hub"
+MLX = "mlx_lm.server"
+SERVED_NAME = "bench"
+READY_TIMEOUT_S = 300
+STOP_GRACE_S = 15
+# The issue's figures: hub / mlx_lm.server ratios to reach, and the prefix-cache speed-up.
+TARGET_TOKS_RATIO = 1.0
+TARGET_TTFT_P95_RATIO = 1.0
+TARGET_TTFT_CONCURRENCY = (4, 8)
+TARGET_PREFIX_SPEEDUP = 3.0
+PREFIX_EXTRA_TURN = [
+    {"role": "assistant", "content": "I have read all of it."},
+    {"role": "user", "content": "Now say it again in five words."},
+]
+# Environment a benchmark must not inherit: it always measures the embedded default.
+HUB_ENV_DROPPED = (
+    "MLXHUB_HOME",
+    "MLXHUB_API_KEY",
+    "MLXHUB_ADMIN_PASSWORD",
+    "MLXHUB_REDIS_URL",
+    "MLXHUB_MODELS_DIR",
+    "MLXHUB_ENGINE_PRELOAD",
+    "DATABASE_URL",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    base_url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    api_key: str | None = None
+    model: str | None = None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+@dataclass
+class RunResult:
+    server: str
+    concurrency: int
+    round: int
+    figures: dict[str, Any]
+
+
+@dataclass
+class Summary:
+    server: str
+    concurrency: int
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        wall = sum(run["wall_s"] or 0 for run in self.runs)
+        tokens = sum(run["output_tokens"] or 0 for run in self.runs)
+        return tokens / wall if wall > 0 else None
+
+    def mean_of(self, key: str) -> float | None:
+        values = [run[key] for run in self.runs if run.get(key) is not None]
+        return statistics.fmean(values) if values else None
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def stream_chat(server: Server, messages: list[dict[str, str]], max_tokens: int, timeout: float) -> dict[str, Any]:
+    """One streamed chat completion: time to first content chunk and the usage block."""
+    body: dict[str, Any] = {
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if server.model:
+        body["model"] = server.model
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if server.api_key:
+        headers["Authorization"] = f"Bearer {server.api_key}"
+    host, port = server.base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    started = time.perf_counter()
+    result: dict[str, Any] = {"ttft_s": None, "usage": None, "text": ""}
+    try:
+        connection.request("POST", "/v1/chat/completions", body=json.dumps(body), headers=headers)
+        response = connection.getresponse()
+        if response.status != 200:
+            raise CommandError(f"{server.name} answered {response.status}: {response.read(300)!r}")
+        while line := response.readline():
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                break
+            message = json.loads(payload)
+            if message.get("error"):
+                raise CommandError(f"{server.name} failed: {message['error']}")
+            if message.get("usage"):
+                result["usage"] = message["usage"]
+            for choice in message.get("choices") or []:
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    if result["ttft_s"] is None:
+                        result["ttft_s"] = time.perf_counter() - started
+                    result["text"] += content
+    finally:
+        connection.close()
+    if result["ttft_s"] is None:
+        raise CommandError(f"{server.name} sent no content for the prefix-cache check")
+    return result
+
+
+class Command(BaseCommand):
+    help = (
+        "Start MLX Hub and mlx_lm.server on the same small model and run the shared loadgen.py "
+        "against both, interleaved; print output tokens/s, TTFT and the hub / mlx_lm.server ratios."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        repo = Path(settings.BASE_DIR)
+        parser.add_argument(
+            "--shared-dir",
+            type=Path,
+            default=repo.parent / "shared",
+            help="Folder holding bench/loadgen.py and bench/make_model.py (default: ../shared).",
+        )
+        parser.add_argument(
+            "--out-dir",
+            type=Path,
+            default=repo / "bench-out",
+            help="Logs, the throw-away hub data folder and the default model folder (git-ignored).",
+        )
+        parser.add_argument(
+            "--model-dir",
+            type=Path,
+            default=None,
+            help="Model folder; made with make_model.py when missing (default: OUT_DIR/models/PRESET).",
+        )
+        parser.add_argument("--preset", default="small", help="make_model.py preset (default: small).")
+        parser.add_argument("--concurrency", default="1,4,8", help="Comma-separated client counts.")
+        parser.add_argument("--requests", type=int, default=2, help="Measured requests per client and run.")
+        parser.add_argument("--max-tokens", type=int, default=128)
+        parser.add_argument("--prompt-words", type=int, default=80)
+        parser.add_argument("--rounds", type=int, default=2, help="Interleaved hub / mlx_lm.server pairs per level.")
+        parser.add_argument("--warmup", type=int, default=1, help="Unmeasured requests before each run.")
+        parser.add_argument(
+            "--prefix-words",
+            type=int,
+            default=900,
+            help="Words in the prefix-cache check's long prompt (about 1,000 tokens); 0 skips the check.",
+        )
+        parser.add_argument("--timeout", type=float, default=600.0, help="Per request, seconds.")
+        parser.add_argument("--skip-mlx-lm", action="store_true", help="Measure the hub alone (no ratios).")
+        parser.add_argument("--json-out", type=Path, default=None, help="Also write the JSON result here.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        shared_bench = Path(options["shared_dir"]).resolve() / "bench"
+        loadgen = shared_bench / "loadgen.py"
+        make_model = shared_bench / "make_model.py"
+        for script in (loadgen, make_model):
+            if not script.is_file():
+                raise CommandError(f"{script} not found; pass --shared-dir")
+        try:
+            levels = [int(part) for part in str(options["concurrency"]).split(",") if part.strip()]
+        except ValueError as exc:
+            raise CommandError("--concurrency takes comma-separated integers, e.g. 1,4,8") from exc
+        if not levels or min(levels) < 1 or options["requests"] < 1 or options["rounds"] < 1:
+            raise CommandError("need concurrency >= 1, --requests >= 1 and --rounds >= 1")
+
+        out_dir = Path(options["out_dir"]).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model_dir = Path(options["model_dir"] or out_dir / "models" / options["preset"]).resolve()
+        self._ensure_model(make_model, options["preset"], model_dir)
+
+        conditions = self._conditions("start")
+        self.stdout.write(
+            f"bench: model {model_dir}, concurrency {levels}, {options['requests']} requests/client, "
+            f"max_tokens {options['max_tokens']}, prompt {options['prompt_words']} words, "
+            f"{options['rounds']} rounds; load average {conditions['loadavg_start']} on {os.cpu_count()} CPUs"
+        )
+        started = time.perf_counter()
+        with self._servers(model_dir, out_dir, with_mlx=not options["skip_mlx_lm"]) as servers:
+            results = self._load_runs(servers, loadgen, levels, options)
+            prefix = (
+                self._prefix_check(servers, loadgen, options["prefix_words"], options["timeout"])
+                if options["prefix_words"] > 0
+                else {}
+            )
+        conditions.update(self._conditions("end"))
+        conditions["duration_s"] = round(time.perf_counter() - started, 1)
+        report = self._report(results, prefix, levels, options, model_dir, conditions)
+        line = json.dumps(report, separators=(",", ":"))
+        self.stdout.write(line)
+        if options["json_out"]:
+            Path(options["json_out"]).write_text(line + "\n")
+
+    # ---- set-up ---------------------------------------------------------------------
+
+    def _ensure_model(self, make_model: Path, preset: str, model_dir: Path) -> None:
+        if (model_dir / "config.json").is_file():
+            return
+        self.stdout.write(f"bench: making the '{preset}' model in {model_dir} (about a minute)")
+        model_dir.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            [sys.executable, str(make_model), preset, str(model_dir)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise CommandError(f"make_model.py failed:\n{done.stderr[-3000:]}")
+
+    @staticmethod
+    def _conditions(when: str) -> dict[str, Any]:
+        return {f"loadavg_{when}": [round(value, 2) for value in os.getloadavg()], "cpus": os.cpu_count()}
+
+    @contextmanager
+    def _servers(self, model_dir: Path, out_dir: Path, *, with_mlx: bool) -> Iterator[dict[str, Server]]:
+        """Both servers up (started together), always stopped on the way out."""
+        logs = out_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        home = Path(tempfile.mkdtemp(prefix="hub-home-", dir=out_dir))
+        servers: dict[str, Server] = {}
+        try:
+            servers[HUB] = self._start_hub(model_dir, home, logs)
+            if with_mlx:
+                servers[MLX] = self._start_mlx_lm(model_dir, logs)
+            for server in servers.values():
+                self._wait_ready(server)
+            self.stdout.write("bench: " + ", ".join(f"{s.name} on {s.base_url}" for s in servers.values()))
+            yield servers
+        finally:
+            for server in servers.values():
+                self._stop(server)
+            shutil.rmtree(home, ignore_errors=True)
+
+    def _start_hub(self, model_dir: Path, home: Path, logs: Path) -> Server:
+        repo = Path(settings.BASE_DIR)
+        env = {key: value for key, value in os.environ.items() if key not in HUB_ENV_DROPPED}
+        api_key = "mlxh-bench-" + secrets.token_hex(16)
+        env.update(
+            {
+                "MLXHUB_HOME": str(home),
+                "MLXHUB_API_KEY": api_key,
+                "MLXHUB_ADMIN_PASSWORD": secrets.token_urlsafe(16),
+                "MLXHUB_DEMO_PRESET": "tiny",
+                "MLXHUB_ENGINE_PRELOAD": "1",
+                "DJANGO_SETTINGS_MODULE": "mlxhub.settings",
+            }
+        )
+        manage = [sys.executable, str(repo / "manage.py")]
+        for step in (["bootstrap"], ["register_model", str(model_dir), "--name", SERVED_NAME, "--pinned"]):
+            done = subprocess.run([*manage, *step], cwd=repo, env=env, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise CommandError(f"manage.py {step[0]} failed:\n{done.stderr[-3000:]}")
+        port = free_port()
+        log_path = logs / "hub.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "mlxhub.asgi:application"],
+                cwd=repo,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return Server(HUB, f"http://127.0.0.1:{port}", process, log_path, api_key=api_key, model=SERVED_NAME)
+
+    def _start_mlx_lm(self, model_dir: Path, logs: Path) -> Server:
+        port = free_port()
+        log_path = logs / "mlx_lm_server.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mlx_lm",
+                    "server",
+                    "--model",
+                    str(model_dir),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return Server(MLX, f"http://127.0.0.1:{port}", process, log_path)
+
+    def _wait_ready(self, server: Server) -> None:
+        path = "/readyz" if server.name == HUB else "/health"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise CommandError(f"{server.name} exited with {server.process.returncode}:\n{server.log_tail()}")
+            try:
+                with urllib.request.urlopen(server.base_url + path, timeout=2) as response:  # noqa: S310 (loopback)
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.25)
+        raise CommandError(f"{server.name} not ready after {READY_TIMEOUT_S}s:\n{server.log_tail()}")
+
+    @staticmethod
+    def _stop(server: Server) -> None:
+        if server.process.poll() is None:
+            server.process.terminate()
+            try:
+                server.process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
+
+    # ---- measuring ------------------------------------------------------------------
+
+    def _load_runs(
+        self, servers: dict[str, Server], loadgen: Path, levels: list[int], options: dict[str, Any]
+    ) -> list[RunResult]:
+        results: list[RunResult] = []
+        order = list(servers)
+        for level_index, concurrency in enumerate(levels):
+            for round_index in range(options["rounds"]):
+                # The same prompts for both servers in a pair, new ones for every pair.
+                seed = 1000 + 100 * level_index + round_index
+                pair = order if round_index % 2 == 0 else order[::-1]
+                for name in pair:
+                    figures = self._loadgen(servers[name], loadgen, concurrency, seed, options)
+                    results.append(RunResult(name, concurrency, round_index, figures))
+                    self.stdout.write(
+                        f"  c={concurrency} round {round_index + 1} {name:<14} "
+                        f"{fmt(figures['output_tokens_per_s'])} tok/s  ttft p50 {fmt(figures['ttft_p50_s'])}s "
+                        f"p95 {fmt(figures['ttft_p95_s'])}s  ({figures['requests_ok']} ok, "
+                        f"{figures['requests_failed']} failed, {fmt(figures['wall_s'], 1)}s)"
+                    )
+        return results
+
+    def _loadgen(
+        self, server: Server, loadgen: Path, concurrency: int, seed: int, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        command = [
+            sys.executable,
+            str(loadgen),
+            "--base-url",
+            server.base_url,
+            "-c",
+            str(concurrency),
+            "-r",
+            str(options["requests"]),
+            "--prompt-words",
+            str(options["prompt_words"]),
+            "--max-tokens",
+            str(options["max_tokens"]),
+            "--warmup",
+            str(options["warmup"]),
+            "--seed",
+            str(seed),
+            "--timeout",
+            str(options["timeout"]),
+            "--label",
+            server.name,
+        ]
+        if server.model:
+            command += ["--model", server.model]
+        if server.api_key:
+            command += ["--api-key", server.api_key]
+        budget = options["timeout"] * (options["requests"] + options["warmup"] + 1) + 60
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=budget, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise CommandError(f"loadgen against {server.name} ran past {budget:.0f}s") from exc
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            raise CommandError(f"loadgen against {server.name} printed no result:\n{done.stderr[-3000:]}")
+        figures: dict[str, Any] = json.loads(lines[-1])
+        if figures["requests_failed"]:
+            self.stderr.write(f"  {server.name}: {figures['requests_failed']} requests failed: {figures.get('errors')}")
+        return figures
+
+    def _prefix_check(self, servers: dict[str, Server], loadgen: Path, words: int, timeout: float) -> dict[str, Any]:
+        """A long prompt, then the same conversation plus a short extra turn: TTFT first vs second."""
+        sys.path.insert(0, str(loadgen.parent))
+        try:
+            from loadgen import make_prompt  # type: ignore[import-not-found]
+        finally:
+            sys.path.remove(str(loadgen.parent))
+        checks: dict[str, Any] = {}
+        for index, (name, server) in enumerate(servers.items()):
+            first_turn = [{"role": "user", "content": make_prompt(words, 777, index)}]
+            first = stream_chat(server, first_turn, max_tokens=8, timeout=timeout)
+            second = stream_chat(server, first_turn + PREFIX_EXTRA_TURN, max_tokens=8, timeout=timeout)
+            usage_first, usage_second = first["usage"] or {}, second["usage"] or {}
+            checks[name] = {
+                "prompt_tokens": usage_first.get("prompt_tokens"),
+                "second_prompt_tokens": usage_second.get("prompt_tokens"),
+                "second_cached_tokens": (usage_second.get("prompt_tokens_details") or {}).get("cached_tokens"),
+                "ttft_first_s": round(first["ttft_s"], 3),
+                "ttft_second_s": round(second["ttft_s"], 3),
+                "speedup": round(first["ttft_s"] / second["ttft_s"], 2),
+            }
+            self.stdout.write(
+                f"  prefix {name:<14} {checks[name]['prompt_tokens']} tokens: ttft {first['ttft_s']:.2f}s, then "
+                f"{second['ttft_s']:.2f}s with {checks[name]['second_cached_tokens']} cached "
+                f"({checks[name]['speedup']:.1f}x)"
+            )
+        return checks
+
+    # ---- reporting ------------------------------------------------------------------
+
+    def _report(
+        self,
+        results: list[RunResult],
+        prefix: dict[str, Any],
+        levels: list[int],
+        options: dict[str, Any],
+        model_dir: Path,
+        conditions: dict[str, Any],
+    ) -> dict[str, Any]:
+        summaries: dict[tuple[str, int], Summary] = {}
+        for result in results:
+            summaries.setdefault((result.server, result.concurrency), Summary(result.server, result.concurrency))
+            summaries[(result.server, result.concurrency)].runs.append(result.figures)
+
+        self.stdout.write("")
+        self.stdout.write(
+            f"{'server':<14} {'conc':>4} {'out tok/s':>10} {'TTFT p50 s':>11} {'TTFT p95 s':>11} {'failed':>6}"
+        )
+        rows = []
+        for concurrency in levels:
+            for name in (HUB, MLX):
+                summary = summaries.get((name, concurrency))
+                if summary is None:
+                    continue
+                row = {
+                    "server": name,
+                    "concurrency": concurrency,
+                    "output_tokens_per_s": round(summary.tokens_per_s or 0, 2),
+                    "ttft_p50_s": round(summary.mean_of("ttft_p50_s") or 0, 3),
+                    "ttft_p95_s": round(summary.mean_of("ttft_p95_s") or 0, 3),
+                    "requests_failed": sum(run["requests_failed"] for run in summary.runs),
+                    "rounds": [
+                        {key: run.get(key) for key in ("output_tokens_per_s", "ttft_p50_s", "ttft_p95_s", "wall_s")}
+                        for run in summary.runs
+                    ],
+                }
+                rows.append(row)
+                self.stdout.write(
+                    f"{name:<14} {concurrency:>4} {row['output_tokens_per_s']:>10.2f} {row['ttft_p50_s']:>11.3f} "
+                    f"{row['ttft_p95_s']:>11.3f} {row['requests_failed']:>6}"
+                )
+
+        ratios = []
+        verdicts = []
+        if any(result.server == MLX for result in results):
+            self.stdout.write("")
+            self.stdout.write("hub / mlx_lm.server (tok/s: higher is better; TTFT: lower is better)")
+            for concurrency in levels:
+                hub, mlx = summaries[(HUB, concurrency)], summaries[(MLX, concurrency)]
+                entry = {
+                    "concurrency": concurrency,
+                    "output_tokens_per_s": ratio(hub.tokens_per_s, mlx.tokens_per_s),
+                    "ttft_p50": ratio(hub.mean_of("ttft_p50_s"), mlx.mean_of("ttft_p50_s")),
+                    "ttft_p95": ratio(hub.mean_of("ttft_p95_s"), mlx.mean_of("ttft_p95_s")),
+                }
+                entry = {key: round(value, 3) if isinstance(value, float) else value for key, value in entry.items()}
+                ratios.append(entry)
+                self.stdout.write(
+                    f"  c={concurrency}: tok/s x{fmt(entry['output_tokens_per_s'], 3)}  "
+                    f"TTFT p50 x{fmt(entry['ttft_p50'], 3)}  TTFT p95 x{fmt(entry['ttft_p95'], 3)}"
+                )
+                verdicts.append(
+                    (
+                        f"tok/s c={concurrency} >= {TARGET_TOKS_RATIO}x",
+                        (entry["output_tokens_per_s"] or 0) >= TARGET_TOKS_RATIO,
+                    )
+                )
+                if concurrency in TARGET_TTFT_CONCURRENCY:
+                    verdicts.append(
+                        (
+                            f"TTFT p95 c={concurrency} <= {TARGET_TTFT_P95_RATIO}x",
+                            entry["ttft_p95"] is not None and entry["ttft_p95"] <= TARGET_TTFT_P95_RATIO,
+                        )
+                    )
+        if HUB in prefix:
+            verdicts.append(
+                (f"hub prefix reuse >= {TARGET_PREFIX_SPEEDUP}x", prefix[HUB]["speedup"] >= TARGET_PREFIX_SPEEDUP)
+            )
+        if verdicts:
+            self.stdout.write("")
+            for label, passed in verdicts:
+                self.stdout.write(f"  {'PASS' if passed else 'FAIL'}  {label}")
+        self.stdout.write(
+            f"load average {conditions['loadavg_start']} -> {conditions['loadavg_end']} on {conditions['cpus']} CPUs; "
+            f"{conditions['duration_s']}s"
+        )
+        return {
+            "bench": "mlxhub-vs-mlx_lm.server",
+            "model_dir": str(model_dir),
+            "settings": {
+                key: options[key]
+                for key in ("concurrency", "requests", "max_tokens", "prompt_words", "rounds", "warmup")
+            },
+            "rows": rows,
+            "ratios": ratios,
+            "prefix_cache": prefix,
+            "targets_met": dict(verdicts),
+            "conditions": conditions,
+        }

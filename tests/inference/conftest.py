@@ -1,0 +1,48 @@
+"""Fixtures for the live /v1 tests: clients pointed at the session's server, and its model's tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import LiveHub
+
+
+@pytest.fixture(scope="session")
+def openai_client(live_hub: LiveHub) -> openai.OpenAI:
+    # No retries: a 429 or a 5xx must reach the test, not be retried away.
+    return openai.OpenAI(base_url=f"{live_hub.base_url}/v1", api_key=live_hub.api_key, max_retries=0, timeout=60)
+
+
+@pytest.fixture
+def async_openai_client(live_hub: LiveHub) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{live_hub.base_url}/v1", api_key=live_hub.api_key, max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def http(live_hub: LiveHub) -> Iterator[httpx.Client]:
+    with live_hub.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(live_hub: LiveHub) -> Path:
+    """The folder the server loads for the "demo" profile, as its own database says."""
+    result = live_hub.manage(
+        "shell",
+        "-c",
+        "from catalog.models import Profile; print(Profile.objects.get(name='demo').local_model.path)",
+    )
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def tokenizer(demo_model_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(demo_model_dir))

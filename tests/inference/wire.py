@@ -1,0 +1,40 @@
+"""Helpers for reading what the live server sends: SSE streams and its log."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from tests.conftest import LiveHub
+
+
+def sse_payloads(body: str) -> list[str]:
+    """The `data:` payloads of an SSE body, in order; fails on anything that is not an SSE event or comment."""
+    payloads = []
+    for event in body.split("\n\n"):
+        if not event.strip():
+            continue
+        lines = event.split("\n")
+        assert all(line.startswith(("data: ", ":")) for line in lines), f"not an SSE event: {event!r}"
+        payloads.extend(line[len("data: ") :] for line in lines if line.startswith("data: "))
+    return payloads
+
+
+def sse_chunks(body: str) -> list[dict[str, Any]]:
+    """The JSON chunks of an OpenAI stream; the stream must end with exactly one `data: [DONE]`."""
+    payloads = sse_payloads(body)
+    assert payloads, "the stream carried no events"
+    assert payloads[-1] == "[DONE]", f"the stream ended with {payloads[-1]!r}"
+    assert payloads.count("[DONE]") == 1
+    return [json.loads(payload) for payload in payloads[:-1]]
+
+
+def wait_for_log(hub: LiveHub, needle: str, timeout: float = 5.0) -> str:
+    """The server log once it holds `needle` (the server writes it a moment after answering)."""
+    deadline = time.monotonic() + timeout
+    log = hub.log()
+    while needle not in log and time.monotonic() < deadline:
+        time.sleep(0.05)
+        log = hub.log()
+    return log
