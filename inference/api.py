@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from ninja import NinjaAPI
 from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -164,10 +165,20 @@ def _engine_failure(event: EngineEvent) -> OpenAIError:
     return OpenAIError(event["message"], status=event["status"], code=event["code"], param=event["param"])
 
 
+async def _next_event(stream: RequestStream, timeout: float | None) -> EngineEvent | None:
+    event = await stream.next_event(timeout=timeout)
+    # Python 3.11's asyncio.wait_for returns an event that raced a cancellation and drops the
+    # cancellation: a client that left at that moment would keep its slot until max_tokens.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+    return event
+
+
 async def _first_event(stream: RequestStream) -> EngineEvent:
     """Wait for admission; a client that leaves meanwhile cancels the request."""
     try:
-        event = await stream.next_event(timeout=settings.MLXHUB_REQUEST_TIMEOUT)
+        event = await _next_event(stream, settings.MLXHUB_REQUEST_TIMEOUT)
     except BaseException:
         stream.cancel()
         raise
@@ -185,7 +196,7 @@ async def _collect(stream: RequestStream) -> tuple[str, FinishEvent]:
     deadline = loop.time() + settings.MLXHUB_REQUEST_TIMEOUT
     try:
         while True:
-            event = await stream.next_event(timeout=max(0.0, deadline - loop.time()))
+            event = await _next_event(stream, max(0.0, deadline - loop.time()))
             if event is None:
                 raise OpenAIError("The request timed out.", status=504, code="timeout")
             if event["type"] == "delta":
@@ -224,7 +235,7 @@ async def _stream_events(
             if remaining <= 0:
                 yield sse_error(OpenAIError("The request timed out.", status=504, code="timeout"))
                 break
-            event = await stream.next_event(timeout=min(settings.MLXHUB_HEARTBEAT_SECONDS, remaining))
+            event = await _next_event(stream, min(settings.MLXHUB_HEARTBEAT_SECONDS, remaining))
             if event is None:
                 yield SSE_HEARTBEAT  # keeps proxies and clients waiting through a long prefill
                 continue
@@ -254,7 +265,7 @@ def _streaming_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
 
 
 @api.post("/chat/completions", summary="Create a chat completion")
-async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest) -> HttpResponse:
+async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest) -> HttpResponseBase:
     profile = await _resolve_profile(payload.model, request.auth)  # type: ignore[attr-defined]
     request_id: str = getattr(request, "request_id", new_completion_id("req"))
     generation = chat_request(payload=payload, profile=profile, request_id=request_id)
@@ -330,7 +341,7 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest)
 
 
 @api.post("/completions", summary="Create a completion")
-async def completions(request: HttpRequest, payload: CompletionRequest) -> HttpResponse:
+async def completions(request: HttpRequest, payload: CompletionRequest) -> HttpResponseBase:
     profile = await _resolve_profile(payload.model, request.auth)  # type: ignore[attr-defined]
     request_id: str = getattr(request, "request_id", new_completion_id("req"))
     generation = completion_request(payload=payload, profile=profile, request_id=request_id)

@@ -9,7 +9,16 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from mlxhub.accounts.models import ApiKey, Membership, Team
-from mlxhub.accounts.services import api_key_create, api_key_revoke
+from mlxhub.accounts.services import (
+    LIMIT_FIELDS,
+    api_key_create,
+    api_key_revoke,
+    api_key_update,
+    membership_remove,
+    membership_set,
+    team_create,
+    team_update,
+)
 
 
 class MembershipInline(admin.TabularInline):
@@ -20,10 +29,44 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "created_at"]
+    list_display = ["name", "slug", "rpm", "tpm", "max_concurrent", "token_budget", "budget_period", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline]
+
+    def save_model(self, request: HttpRequest, obj: Team, form: Any, change: bool) -> None:
+        # Through the services, so every change leaves an AdminAction row.
+        fields = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}
+        actor = request.user if request.user.is_authenticated else None
+        if change:
+            team_update(team=Team.objects.get(pk=obj.pk), actor=actor, **fields)  # type: ignore[arg-type]
+            obj.refresh_from_db()
+            return
+        data = {name: form.cleaned_data.get(name) for name in LIMIT_FIELDS}
+        created = team_create(name=obj.name, slug=obj.slug, actor=actor, limits=data)  # type: ignore[arg-type]
+        obj.pk = created.pk
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not Membership:
+            super().save_formset(request, form, formset, change)
+            return
+        actor = request.user if request.user.is_authenticated else None
+        for inline_form in formset.forms:
+            if not inline_form.has_changed() and not inline_form.cleaned_data.get("DELETE"):
+                continue
+            membership = inline_form.instance
+            if inline_form.cleaned_data.get("DELETE"):
+                if membership.pk:
+                    membership_remove(membership=membership, actor=actor)  # type: ignore[arg-type]
+                continue
+            if inline_form.cleaned_data.get("user") is None:
+                continue
+            membership_set(
+                team=form.instance,
+                user=inline_form.cleaned_data["user"],
+                role=inline_form.cleaned_data["role"],
+                actor=actor,  # type: ignore[arg-type]
+            )
 
 
 class ApiKeyAddForm(forms.ModelForm):
@@ -34,7 +77,7 @@ class ApiKeyAddForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["name", "owner", "team", "allowed_models", "expires_at"]
+        fields = ["name", "owner", "team", "allowed_models", "expires_at", *LIMIT_FIELDS]
 
     def clean_allowed_models(self) -> list[str]:
         raw = self.cleaned_data.get("allowed_models") or ""
@@ -66,8 +109,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
         if obj is None:
-            return ["name", "owner", "team", "allowed_models", "expires_at"]
-        return ["name", "prefix", "owner", "team", "allowed_models", "expires_at", *self.readonly_fields[1:]]
+            return ["name", "owner", "team", "allowed_models", "expires_at", *LIMIT_FIELDS]
+        return [
+            "name",
+            "prefix",
+            "owner",
+            "team",
+            "allowed_models",
+            "expires_at",
+            *LIMIT_FIELDS,
+            *self.readonly_fields[1:],
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         return [] if obj is None else [*self.readonly_fields, "owner"]
@@ -76,8 +128,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return {"owner": request.user.pk}
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        actor = request.user if request.user.is_authenticated else None
         if change:
-            super().save_model(request, obj, form, change)
+            fields = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}
+            api_key_update(api_key=ApiKey.objects.get(pk=obj.pk), actor=actor, **fields)  # type: ignore[arg-type]
+            obj.refresh_from_db()
             return
         created = api_key_create(
             owner=form.cleaned_data["owner"],
@@ -85,6 +140,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
             team=form.cleaned_data.get("team"),
             allowed_models=form.cleaned_data.get("allowed_models") or [],
             expires_at=form.cleaned_data.get("expires_at"),
+            limits={name: form.cleaned_data.get(name) for name in LIMIT_FIELDS if name in form.cleaned_data},
+            actor=actor,  # type: ignore[arg-type]
         )
         obj.pk = created.api_key.pk
         obj.prefix = created.api_key.prefix
@@ -110,6 +167,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         revoked = 0
         for api_key in queryset.filter(revoked_at__isnull=True):
-            api_key_revoke(api_key=api_key)
+            api_key_revoke(api_key=api_key, actor=request.user)  # type: ignore[arg-type]
             revoked += 1
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)

@@ -11,10 +11,17 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from mlxhub.accounts.models import ApiKey, Role
+from mlxhub.accounts.models import ApiKey, Role, Team
 from mlxhub.accounts.selectors import api_keys_visible_to
-from mlxhub.accounts.serializers import ApiKeySerializer, CreatedApiKeySerializer
-from mlxhub.accounts.services import api_key_create, api_key_revoke
+from mlxhub.accounts.serializers import ApiKeySerializer, CreatedApiKeySerializer, TeamSerializer
+from mlxhub.accounts.services import (
+    LIMIT_FIELDS,
+    api_key_create,
+    api_key_revoke,
+    api_key_update,
+    team_create,
+    team_update,
+)
 
 
 def _user(request: Request) -> User:
@@ -43,6 +50,10 @@ class ApiKeyViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             team=serializer.validated_data.get("team"),
             allowed_models=serializer.validated_data.get("allowed_models", []),
             expires_at=serializer.validated_data.get("expires_at"),
+            limits={
+                name: serializer.validated_data[name] for name in LIMIT_FIELDS if name in serializer.validated_data
+            },
+            actor=_user(request),
         )
         body = CreatedApiKeySerializer(created.api_key, context={"secret": created.secret}).data
         return Response(body, status=status.HTTP_201_CREATED)
@@ -50,11 +61,46 @@ class ApiKeyViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str) -> Response:
         api_key: ApiKey = get_object_or_404(api_keys_visible_to(user=_user(request)), pk=pk)
-        api_key_revoke(api_key=api_key)
+        api_key_revoke(api_key=api_key, actor=_user(request))
+        return Response(ApiKeySerializer(api_key).data)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        api_key: ApiKey = get_object_or_404(api_keys_visible_to(user=_user(request)), pk=pk)
+        serializer = ApiKeySerializer(api_key, data=request.data, partial=True, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        api_key_update(api_key=api_key, actor=_user(request), **serializer.validated_data)
         return Response(ApiKeySerializer(api_key).data)
 
     def destroy(self, request: Request, pk: str) -> Response:
         """DELETE revokes: rows stay for the audit trail."""
         api_key: ApiKey = get_object_or_404(api_keys_visible_to(user=_user(request)), pk=pk)
-        api_key_revoke(api_key=api_key)
+        api_key_revoke(api_key=api_key, actor=_user(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TeamViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
+    """Teams and their limits: everyone with a role reads; only admins write."""
+
+    read_role = Role.VIEWER
+    write_role = Role.ADMIN
+
+    def list(self, request: Request) -> Response:
+        page = self.paginate_queryset(Team.objects.order_by("name"))
+        return self.get_paginated_response(TeamSerializer(page, many=True).data)
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(TeamSerializer(get_object_or_404(Team, pk=pk)).data)
+
+    def create(self, request: Request) -> Response:
+        serializer = TeamSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        team = team_create(name=data.pop("name"), slug=data.pop("slug"), actor=_user(request), limits=data)
+        return Response(TeamSerializer(team).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, pk: str) -> Response:
+        team = get_object_or_404(Team, pk=pk)
+        serializer = TeamSerializer(team, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        team_update(team=team, actor=_user(request), **serializer.validated_data)
+        return Response(TeamSerializer(team).data)

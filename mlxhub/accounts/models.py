@@ -16,7 +16,28 @@ class Role(models.TextChoices):
 ROLE_RANK = {Role.VIEWER: 1, Role.MEMBER: 2, Role.ADMIN: 3}
 
 
-class Team(models.Model):
+class BudgetPeriod(models.TextChoices):
+    DAY = "day", "Day"
+    MONTH = "month", "Month"
+
+
+class UsageLimits(models.Model):
+    """Limits shared by API keys and teams; empty means unlimited."""
+
+    rpm = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute.")
+    tpm = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens (prompt + completion) per minute.")
+    max_concurrent = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in flight at once.")
+    token_budget = models.PositiveBigIntegerField(null=True, blank=True, help_text="Tokens per budget period.")
+    budget_period = models.CharField(max_length=10, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
+
+    class Meta:
+        abstract = True
+
+    def has_limits(self) -> bool:
+        return any(value is not None for value in (self.rpm, self.tpm, self.max_concurrent, self.token_budget))
+
+
+class Team(UsageLimits):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -42,7 +63,7 @@ class Membership(models.Model):
         return f"{self.user} in {self.team} ({self.role})"
 
 
-class ApiKey(models.Model):
+class ApiKey(UsageLimits):
     """A key for /v1 and /api. The secret itself is never stored: only its hash."""
 
     name = models.CharField(max_length=100)

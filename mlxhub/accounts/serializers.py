@@ -23,6 +23,11 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "team",
             "allowed_models",
             "expires_at",
+            "rpm",
+            "tpm",
+            "max_concurrent",
+            "token_budget",
+            "budget_period",
             "revoked",
             "revoked_at",
             "last_used_at",
@@ -52,3 +57,10 @@ class CreatedApiKeySerializer(ApiKeySerializer):
 
     def get_secret(self, api_key: ApiKey) -> Any:
         return self.context["secret"]
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Team
+        fields = ["id", "name", "slug", "rpm", "tpm", "max_concurrent", "token_budget", "budget_period", "created_at"]
+        read_only_fields = ["created_at"]

@@ -8,18 +8,21 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import AdminAction
+from audit.services import admin_action_record
 from mlxhub.accounts.constants import (
     API_KEY_DISPLAY_CHARS,
     API_KEY_LAST_USED_GRANULARITY,
     API_KEY_PREFIX,
     API_KEY_RANDOM_BYTES,
 )
-from mlxhub.accounts.models import ApiKey, Team
+from mlxhub.accounts.models import ApiKey, Membership, Team
 
 
 class ApiKeyError(Exception):
@@ -54,6 +57,8 @@ def api_key_create(
     allowed_models: list[str] | None = None,
     expires_at: datetime | None = None,
     secret: str | None = None,
+    limits: dict[str, Any] | None = None,
+    actor: User | None = None,
 ) -> CreatedApiKey:
     """Create a key. ``secret`` lets bootstrap honour MLXHUB_API_KEY."""
     secret = secret or generate_secret()
@@ -70,16 +75,93 @@ def api_key_create(
         expires_at=expires_at,
         prefix=secret[:API_KEY_DISPLAY_CHARS],
         hashed_key=hash_secret(secret),
+        **_limit_values(limits),
+    )
+    admin_action_record(
+        actor=actor or owner,
+        action=AdminAction.Action.CREATED,
+        obj=api_key,
+        changes={"name": name, "owner": owner.username, "team": str(team or ""), **_limit_values(limits)},
     )
     return CreatedApiKey(api_key=api_key, secret=secret)
 
 
+LIMIT_FIELDS = ("rpm", "tpm", "max_concurrent", "token_budget", "budget_period")
+
+
+def _limit_values(limits: dict[str, Any] | None) -> dict[str, Any]:
+    return {name: value for name, value in (limits or {}).items() if name in LIMIT_FIELDS}
+
+
 @transaction.atomic
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+def api_key_update(*, api_key: ApiKey, actor: User | None, **fields: Any) -> ApiKey:
+    """Change a key's name, allow-list, expiry or limits; the change is audited (the secret never changes)."""
+    allowed = {"name", "allowed_models", "expires_at", "team", *LIMIT_FIELDS}
+    changes = {name: value for name, value in fields.items() if name in allowed and getattr(api_key, name) != value}
+    for name, value in changes.items():
+        setattr(api_key, name, value)
+    if changes:
+        api_key.save(update_fields=list(changes))
+        admin_action_record(
+            actor=actor,
+            action=AdminAction.Action.CHANGED,
+            obj=api_key,
+            changes={name: str(value) if name == "team" else value for name, value in changes.items()},
+        )
+    return api_key
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, actor: User | None = None) -> ApiKey:
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+        admin_action_record(actor=actor, action=AdminAction.Action.REVOKED, obj=api_key)
     return api_key
+
+
+@transaction.atomic
+def team_create(*, name: str, slug: str, actor: User | None, limits: dict[str, Any] | None = None) -> Team:
+    team = Team.objects.create(name=name, slug=slug, **_limit_values(limits))
+    admin_action_record(
+        actor=actor, action=AdminAction.Action.CREATED, obj=team, changes={"name": name, **_limit_values(limits)}
+    )
+    return team
+
+
+@transaction.atomic
+def team_update(*, team: Team, actor: User | None, **fields: Any) -> Team:
+    allowed = {"name", "slug", *LIMIT_FIELDS}
+    changes = {name: value for name, value in fields.items() if name in allowed and getattr(team, name) != value}
+    for name, value in changes.items():
+        setattr(team, name, value)
+    if changes:
+        team.save(update_fields=list(changes))
+        admin_action_record(actor=actor, action=AdminAction.Action.CHANGED, obj=team, changes=changes)
+    return team
+
+
+@transaction.atomic
+def membership_set(*, team: Team, user: User, role: str, actor: User | None) -> Membership:
+    membership, created = Membership.objects.update_or_create(team=team, user=user, defaults={"role": role})
+    admin_action_record(
+        actor=actor,
+        action=AdminAction.Action.CREATED if created else AdminAction.Action.CHANGED,
+        obj=membership,
+        changes={"team": team.name, "user": user.username, "role": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: User | None) -> None:
+    admin_action_record(
+        actor=actor,
+        action=AdminAction.Action.DELETED,
+        obj=membership,
+        changes={"team": membership.team.name, "user": membership.user.username},
+    )
+    membership.delete()
 
 
 def _check_secret(secret: str, api_key: ApiKey | None) -> ApiKey:

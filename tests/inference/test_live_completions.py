@@ -19,12 +19,13 @@ def unique_messages() -> list[dict[str, str]]:
 
 
 def chat_prompt_tokens(tokenizer, messages: list[dict[str, str]]) -> int:
-    return len(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return len(tokenizer.encode(rendered, add_special_tokens=False))
 
 
 def test_a_chat_completion_has_openais_shape_and_exact_usage(openai_client, tokenizer):
     messages = unique_messages()
-    completion = openai_client.chat.completions.create(model="demo", messages=messages, max_tokens=7)
+    completion = openai_client.chat.completions.create(model="demo", messages=messages, max_tokens=7, temperature=0)
 
     assert completion.id.startswith("chatcmpl-")
     assert completion.object == "chat.completion"
@@ -39,12 +40,12 @@ def test_a_chat_completion_has_openais_shape_and_exact_usage(openai_client, toke
     assert usage.prompt_tokens == chat_prompt_tokens(tokenizer, messages)
     assert usage.completion_tokens == 7
     assert usage.total_tokens == usage.prompt_tokens + 7
-    assert usage.prompt_tokens_details.cached_tokens == 0
+    assert usage.prompt_tokens_details.cached_tokens < usage.prompt_tokens
 
 
 def test_a_text_completion_has_openais_shape_and_exact_usage(openai_client, tokenizer):
     prompt = f"the water of the river {uuid.uuid4().hex}"
-    completion = openai_client.completions.create(model="demo", prompt=prompt, max_tokens=6)
+    completion = openai_client.completions.create(model="demo", prompt=prompt, max_tokens=6, temperature=0)
 
     assert completion.id.startswith("cmpl-")
     assert completion.object == "text_completion"
@@ -58,7 +59,7 @@ def test_a_text_completion_has_openais_shape_and_exact_usage(openai_client, toke
 
 def test_a_prompt_given_as_token_ids_is_counted_as_sent(openai_client, tokenizer):
     prompt_ids = tokenizer.encode("the sun and the sea")
-    completion = openai_client.completions.create(model="demo", prompt=prompt_ids, max_tokens=3)
+    completion = openai_client.completions.create(model="demo", prompt=prompt_ids, max_tokens=3, temperature=0)
 
     assert completion.usage.prompt_tokens == len(prompt_ids)
     assert completion.usage.completion_tokens == 3
@@ -66,7 +67,7 @@ def test_a_prompt_given_as_token_ids_is_counted_as_sent(openai_client, tokenizer
 
 def test_a_chat_stream_is_framed_exactly_like_openais(http, tokenizer):
     messages = unique_messages()
-    body = {"model": "demo", "messages": messages, "max_tokens": 5, "stream": True}
+    body = {"model": "demo", "messages": messages, "max_tokens": 5, "temperature": 0, "stream": True}
     response = http.post("/v1/chat/completions", json=body)
 
     assert response.status_code == 200
@@ -94,6 +95,7 @@ def test_a_chat_stream_with_include_usage_ends_with_a_usage_chunk(http, tokenize
         "model": "demo",
         "messages": messages,
         "max_tokens": 4,
+        "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -115,6 +117,7 @@ def test_a_completion_stream_is_framed_exactly_like_openais(http, tokenizer):
         "model": "demo",
         "prompt": prompt,
         "max_tokens": 5,
+        "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
@@ -170,8 +173,8 @@ def test_a_repeated_prompt_reuses_the_prefix_cache(openai_client):
     first = openai_client.chat.completions.create(model="demo", messages=messages, max_tokens=4, temperature=0)
     again = openai_client.chat.completions.create(model="demo", messages=messages, max_tokens=4, temperature=0)
 
-    assert first.usage.prompt_tokens_details.cached_tokens == 0
-    assert again.usage.prompt_tokens_details.cached_tokens > 0
+    # The first may reuse a little (the chat template's opening is shared with every earlier prompt).
+    assert again.usage.prompt_tokens_details.cached_tokens > first.usage.prompt_tokens_details.cached_tokens
     assert again.usage.prompt_tokens_details.cached_tokens >= again.usage.prompt_tokens - 1
     assert again.choices[0].message.content == first.choices[0].message.content
 
@@ -191,8 +194,10 @@ def test_a_conversation_that_grows_reuses_the_prefix_cache(openai_client):
 
 
 def test_max_tokens_and_max_completion_tokens_both_bound_the_completion(openai_client):
-    by_max_tokens = openai_client.chat.completions.create(model="demo", messages=MESSAGES, max_tokens=3)
-    by_max_completion = openai_client.chat.completions.create(model="demo", messages=MESSAGES, max_completion_tokens=9)
+    by_max_tokens = openai_client.chat.completions.create(model="demo", messages=MESSAGES, max_tokens=3, temperature=0)
+    by_max_completion = openai_client.chat.completions.create(
+        model="demo", messages=MESSAGES, max_completion_tokens=9, temperature=0
+    )
 
     assert by_max_tokens.usage.completion_tokens == 3
     assert by_max_completion.usage.completion_tokens == 9
@@ -218,7 +223,7 @@ def test_a_chat_message_may_be_a_list_of_text_parts(openai_client):
 def test_the_user_field_is_accepted_and_logged(openai_client, live_hub):
     user = f"alice-{uuid.uuid4().hex[:8]}"
     completion = openai_client.chat.completions.with_raw_response.create(
-        model="demo", messages=MESSAGES, max_tokens=2, user=user
+        model="demo", messages=MESSAGES, max_tokens=2, temperature=0, user=user
     )
 
     assert completion.parse().usage.completion_tokens == 2

@@ -101,10 +101,9 @@ def test_top_p_changes_the_sampled_text(openai_client):
     assert complete(openai_client, temperature=1, top_p=0.1, seed=5) != complete(openai_client, temperature=1, seed=5)
 
 
-def test_min_p_changes_the_sampled_text(openai_client, greedy_text):
-    # min_p=1 keeps only the most likely token: sampling collapses to greedy.
-    assert complete(openai_client, temperature=1, seed=5, min_p=1.0) == greedy_text
-    assert complete(openai_client, temperature=1, seed=5) != greedy_text
+def test_min_p_changes_the_sampled_text(openai_client):
+    # (min_p=1 is not exactly greedy: bfloat16 logits tie often, and min_p keeps every tied token.)
+    assert complete(openai_client, temperature=1, seed=5, min_p=0.9) != complete(openai_client, temperature=1, seed=5)
 
 
 @pytest.mark.parametrize(
@@ -117,12 +116,31 @@ def test_a_penalty_changes_the_greedy_text(openai_client, greedy_text, penalty):
 
 
 def test_a_logit_bias_of_plus_100_forces_that_token(openai_client, tokenizer):
-    (token_id,) = tokenizer.encode(" water", add_special_tokens=False)
+    word, token_id = next(
+        (word, ids[0])
+        for word in ("hello", "water", "the", "and", "to")
+        if len(ids := tokenizer.encode(word, add_special_tokens=False)) == 1
+    )
     completion = openai_client.completions.create(
         model="demo", prompt=PROMPT, max_tokens=5, temperature=1, logit_bias={str(token_id): 100}
     )
 
-    assert completion.choices[0].text == tokenizer.decode([token_id] * 5)
+    assert completion.choices[0].text == word * 5
+    assert completion.usage.completion_tokens == 5
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: mlx_lm's BPE streaming detokenizer drops the first token's leading space "
+    "(inference/engine/engine.py, ActiveRequest.detokenizer)",
+)
+def test_a_text_completion_keeps_the_leading_space_of_its_first_token(openai_client, tokenizer):
+    (token_id,) = tokenizer.encode(" the", add_special_tokens=False)
+    completion = openai_client.completions.create(
+        model="demo", prompt="once upon a time", max_tokens=3, temperature=0, logit_bias={str(token_id): 100}
+    )
+
+    assert completion.choices[0].text == " the the the"
 
 
 def test_a_logit_bias_of_minus_100_bans_the_greedy_token(openai_client, tokenizer):
@@ -184,9 +202,9 @@ def test_a_stop_string_that_spans_a_token_boundary_is_never_streamed(openai_clie
     assert "".join(stopped) == full[:cut]
     assert all(stop not in delta for delta in stopped)
     assert finish_reason == "stop"
-    chat = openai_client.completions.create(model="demo", prompt=PROMPT, max_tokens=24, temperature=0, stop=[stop])
-    assert chat.choices[0].text == full[:cut]
-    assert chat.choices[0].finish_reason == "stop"
+    whole = openai_client.completions.create(model="demo", prompt=PROMPT, max_tokens=24, temperature=0, stop=[stop])
+    assert whole.choices[0].text == full[:cut]
+    assert whole.choices[0].finish_reason == "stop"
 
 
 def test_a_stop_string_in_a_chat_completion_ends_it_with_finish_reason_stop(openai_client):

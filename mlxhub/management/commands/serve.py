@@ -54,6 +54,9 @@ class Command(BaseCommand):
                 "--loglevel=INFO",
                 "--concurrency=1",
                 "--hostname=mlxhub@%h",
+                # Embedded beat runs the periodic jobs (audit retention) with no extra process.
+                "--beat",
+                f"--schedule={settings.MLXHUB_HOME / 'celerybeat-schedule'}",
             ]
         worker_env = {**os.environ, "MLXHUB_ENGINE_PRELOAD": "0"}
         children = {
