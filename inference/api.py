@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +19,8 @@ from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security.base import AuthBase
 
+from audit.metrics import request_observe
+from audit.services import RequestAudit, request_audit_write
 from catalog.models import Profile
 from catalog.selectors import profile_for_model_name, profiles_servable
 from inference.constants import OWNED_BY, SSE_DONE, SSE_HEARTBEAT
@@ -25,7 +29,15 @@ from inference.engine.types import EngineError, EngineEvent, FinishEvent, Genera
 from inference.errors import OpenAIError, error_response, param_from_loc, sse_error
 from inference.runtime import engine_client
 from inference.schemas import ChatCompletionRequest, CompletionRequest
-from inference.services import chat_request, completion_request, new_completion_id, now, usage_body
+from inference.services import (
+    TEMPLATE_TOKENS_PER_MESSAGE,
+    chat_request,
+    completion_request,
+    new_completion_id,
+    now,
+    usage_body,
+)
+from mlxhub.accounts.limits import LimitExceeded, Reservation, usage_reserve
 from mlxhub.accounts.models import ApiKey
 from mlxhub.accounts.services import ApiKeyError, api_key_aauthenticate, secret_from_headers
 
@@ -59,6 +71,9 @@ api = NinjaAPI(
 def _openai_error(request: HttpRequest, exc: OpenAIError) -> HttpResponse:
     # Logged with the request id (the log filter adds it), so a client's x-request-id leads here.
     logger.info("request refused: %s %s param=%s (%s)", exc.status, exc.code or "-", exc.param or "-", exc)
+    governed: Governed | None = getattr(request, "governed", None)
+    if governed is not None:
+        governed.close(status=exc.status, error_type=exc.code or "error")
     return error_response(exc)
 
 
@@ -99,6 +114,9 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 @api.exception_handler(Exception)
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     logger.exception("unexpected error on %s", request.path)
+    governed: Governed | None = getattr(request, "governed", None)
+    if governed is not None:
+        governed.close(status=500, error_type="internal_error")
     return error_response(
         OpenAIError(
             "The server had an error while processing your request; the request id is in the logs.",
@@ -175,10 +193,193 @@ async def _next_event(stream: RequestStream, timeout: float | None) -> EngineEve
     return event
 
 
-async def _first_event(stream: RequestStream) -> EngineEvent:
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class Governed:
+    """One data-plane request's bookkeeping, closed exactly once whatever happens:
+    the limit reservation is settled to real usage, metrics move, the audit row is queued."""
+
+    def __init__(self, request: HttpRequest, *, endpoint: str, model: str, streamed: bool) -> None:
+        api_key: ApiKey = request.auth  # type: ignore[attr-defined]
+        self.api_key = api_key
+        self.audit = RequestAudit(
+            request_id=getattr(request, "request_id", "-"),
+            endpoint=endpoint,
+            model_requested=model,
+            user_id=api_key.owner_id,
+            team_id=api_key.team_id,
+            key_prefix=api_key.prefix,
+            streamed=streamed,
+        )
+        self.reservation: Reservation | None = None
+        self.closed = False
+        request.governed = self  # type: ignore[attr-defined]  (the error handlers close it)
+
+    def reserve(self, cost: int) -> None:
+        try:
+            self.reservation = usage_reserve(api_key=self.api_key, cost=cost)
+        except LimitExceeded as exc:
+            raise OpenAIError(
+                str(exc),
+                status=429,
+                code="rate_limit_exceeded",
+                param=exc.limit,
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from exc
+
+    def close(
+        self, *, status: int, error_type: str = "", finish: FinishEvent | None = None, cancelled: bool = False
+    ) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        audit = self.audit
+        audit.status_code = status
+        audit.error_type = error_type
+        audit.cancelled = cancelled or (finish is not None and finish["finish_reason"] == "cancelled")
+        if finish is not None:
+            audit.prompt_tokens = finish["prompt_tokens"]
+            audit.completion_tokens = finish["completion_tokens"]
+            audit.cached_tokens = finish["cached_tokens"]
+        if self.reservation is not None:
+            self.reservation.settle(audit.prompt_tokens + audit.completion_tokens)
+        latency = time.monotonic() - audit.started
+        ttft = None if audit.first_token_at is None else audit.first_token_at - audit.started
+        request_observe(
+            endpoint=audit.endpoint,
+            model=audit.model_requested,
+            backend=audit.backend,
+            status=status,
+            prompt_tokens=audit.prompt_tokens,
+            completion_tokens=audit.completion_tokens,
+            latency=latency,
+            ttft=ttft,
+        )
+        try:
+            request_audit_write(audit=audit)
+        except Exception:  # the response is already decided; never fail it over bookkeeping
+            logger.exception("could not queue the audit row")
+
+
+def _estimated_cost(generation: GenerationRequest, context_length: int | None) -> int:
+    """An upper bound on prompt + completion tokens, known before tokenizing.
+
+    Byte-level BPE never makes more tokens than bytes (plus the chat template's
+    few special tokens), so reserving bytes + max_tokens cannot under-reserve.
+    """
+    if generation.prompt_tokens is not None:
+        prompt = len(generation.prompt_tokens)
+    elif generation.messages is not None:
+        prompt = sum(len(m["content"].encode()) + TEMPLATE_TOKENS_PER_MESSAGE for m in generation.messages)
+    else:
+        prompt = len((generation.prompt or "").encode()) + 1
+    if context_length:
+        prompt = min(prompt, context_length)
+    completion = generation.max_tokens or max(0, (context_length or 0) - prompt)
+    return prompt + completion
+
+
+class Format(ABC):
+    """How one endpoint's responses look: a chat completion or a text completion."""
+
+    endpoint: str
+    object_name: str
+    chunk_object: str
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.id = new_completion_id(self.id_prefix)
+        self.created = now()
+
+    id_prefix = "cmpl"
+
+    def envelope(self, object_name: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": object_name,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": OWNED_BY,
+            "choices": choices,
+        }
+
+    def body(self, text: str, finish: FinishEvent) -> dict[str, Any]:
+        body = self.envelope(self.object_name, [self.choice(text, _finish_reason(finish))])
+        body["usage"] = _usage(finish)
+        return body
+
+    def chunk(self, text: str | None, finish_reason: str | None) -> dict[str, Any]:
+        chunk = self.envelope(self.chunk_object, [self.delta(text, finish_reason)])
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def usage_chunk(self, finish: FinishEvent) -> dict[str, Any]:
+        chunk = self.envelope(self.chunk_object, [])
+        chunk["usage"] = _usage(finish)
+        return chunk
+
+    def first_chunk(self) -> dict[str, Any] | None:
+        return None
+
+    @abstractmethod
+    def choice(self, text: str, finish_reason: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def delta(self, text: str | None, finish_reason: str | None) -> dict[str, Any]: ...
+
+
+class ChatFormat(Format):
+    endpoint = "chat.completions"
+    object_name = "chat.completion"
+    chunk_object = "chat.completion.chunk"
+    id_prefix = "chatcmpl"
+
+    def first_chunk(self) -> dict[str, Any] | None:
+        chunk = self.chunk(None, None)
+        chunk["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+        return chunk
+
+    def choice(self, text: str, finish_reason: str) -> dict[str, Any]:
+        message = {"role": "assistant", "content": text, "refusal": None}
+        return {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+
+    def delta(self, text: str | None, finish_reason: str | None) -> dict[str, Any]:
+        delta = {} if text is None else {"content": text}
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+
+class CompletionFormat(Format):
+    endpoint = "completions"
+    object_name = "text_completion"
+    chunk_object = "text_completion"
+
+    def choice(self, text: str, finish_reason: str) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+    def delta(self, text: str | None, finish_reason: str | None) -> dict[str, Any]:
+        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+
+
+def _finish_reason(finish: FinishEvent) -> str:
+    return "length" if finish["finish_reason"] == "length" else "stop"
+
+
+def _usage(finish: FinishEvent) -> dict[str, Any]:
+    return usage_body(
+        prompt_tokens=finish["prompt_tokens"],
+        completion_tokens=finish["completion_tokens"],
+        cached_tokens=finish["cached_tokens"],
+    )
+
+
+async def _first_event(stream: RequestStream, timeout: float) -> EngineEvent:
     """Wait for admission; a client that leaves meanwhile cancels the request."""
     try:
-        event = await _next_event(stream, settings.MLXHUB_REQUEST_TIMEOUT)
+        event = await _next_event(stream, timeout)
     except BaseException:
         stream.cancel()
         raise
@@ -190,49 +391,43 @@ async def _first_event(stream: RequestStream) -> EngineEvent:
     return event
 
 
-async def _collect(stream: RequestStream) -> tuple[str, FinishEvent]:
+async def _collect(stream: RequestStream, governed: Governed, deadline: float) -> tuple[str, FinishEvent]:
     pieces: list[str] = []
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.MLXHUB_REQUEST_TIMEOUT
     try:
         while True:
             event = await _next_event(stream, max(0.0, deadline - loop.time()))
             if event is None:
                 raise OpenAIError("The request timed out.", status=504, code="timeout")
             if event["type"] == "delta":
+                governed.audit.mark_first_token()
                 pieces.append(event["text"])
             elif event["type"] == "finish":
                 pieces.append(event["text"])
                 return "".join(pieces), event
             elif event["type"] == "error":
                 raise _engine_failure(event)
+    except asyncio.CancelledError:
+        governed.close(status=499, error_type="client_disconnected", cancelled=True)
+        raise
     finally:
         stream.cancel()  # no-op once finished; frees the slot when the client left
 
 
-ChunkMaker = Callable[[str | None, str | None, bool], dict[str, Any]]
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-
 async def _stream_events(
-    stream: RequestStream,
-    *,
-    make_chunk: ChunkMaker,
-    include_usage: bool,
-    usage_chunk: Callable[[FinishEvent], dict[str, Any]],
+    stream: RequestStream, fmt: Format, governed: Governed, deadline: float
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.MLXHUB_REQUEST_TIMEOUT
+    finish: FinishEvent | None = None
+    status, error_type = 200, ""
     try:
-        first = make_chunk(None, None, True)
+        first = fmt.first_chunk()
         if first:
             yield _sse(first)
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
+                status, error_type = 504, "timeout"
                 yield sse_error(OpenAIError("The request timed out.", status=504, code="timeout"))
                 break
             event = await _next_event(stream, min(settings.MLXHUB_HEARTBEAT_SECONDS, remaining))
@@ -240,21 +435,29 @@ async def _stream_events(
                 yield SSE_HEARTBEAT  # keeps proxies and clients waiting through a long prefill
                 continue
             if event["type"] == "delta":
-                yield _sse(make_chunk(event["text"], None, False))
+                governed.audit.mark_first_token()
+                yield _sse(fmt.chunk(event["text"], None))
             elif event["type"] == "finish":
+                finish = event
                 if event["text"]:
-                    yield _sse(make_chunk(event["text"], None, False))
-                reason = "length" if event["finish_reason"] == "length" else "stop"
-                yield _sse(make_chunk(None, reason, False))
-                if include_usage:
-                    yield _sse(usage_chunk(event))
+                    governed.audit.mark_first_token()
+                    yield _sse(fmt.chunk(event["text"], None))
+                yield _sse(fmt.chunk(None, _finish_reason(event)))
+                if fmt.include_usage:
+                    yield _sse(fmt.usage_chunk(event))
                 break
             elif event["type"] == "error":
-                yield sse_error(_engine_failure(event))
+                failure = _engine_failure(event)
+                status, error_type = failure.status, failure.code or "engine_error"
+                yield sse_error(failure)
                 break
         yield SSE_DONE
+    except (asyncio.CancelledError, GeneratorExit):
+        status, error_type = 499, "client_disconnected"
+        raise
     finally:
         stream.cancel()  # a client that disconnected leaves the batch at the next step
+        governed.close(status=status, error_type=error_type, finish=finish, cancelled=status == 499)
 
 
 def _streaming_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -264,149 +467,45 @@ def _streaming_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
     return response
 
 
+async def _serve(
+    governed: Governed,
+    generation: GenerationRequest,
+    profile: Profile,
+    fmt: Format,
+    *,
+    stream_response: bool,
+) -> HttpResponseBase:
+    governed.reserve(_estimated_cost(generation, profile.effective_context_length()))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.MLXHUB_ENDPOINT_TIMEOUTS.get(
+        fmt.endpoint.split(".")[0], settings.MLXHUB_REQUEST_TIMEOUT
+    )
+    stream = _open(generation)
+    await _first_event(stream, max(0.0, deadline - loop.time()))
+    if not stream_response:
+        text, finish = await _collect(stream, governed, deadline)
+        governed.close(status=200, finish=finish)
+        return JsonResponse(fmt.body(text, finish))
+    return _streaming_response(_stream_events(stream, fmt, governed, deadline))
+
+
 @api.post("/chat/completions", summary="Create a chat completion")
 async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest) -> HttpResponseBase:
-    profile = await _resolve_profile(payload.model, request.auth)  # type: ignore[attr-defined]
-    request_id: str = getattr(request, "request_id", new_completion_id("req"))
-    generation = chat_request(payload=payload, profile=profile, request_id=request_id)
+    governed = Governed(request, endpoint=ChatFormat.endpoint, model=payload.model, streamed=payload.stream)
+    profile = await _resolve_profile(payload.model, governed.api_key)
+    generation = chat_request(payload=payload, profile=profile, request_id=governed.audit.request_id)
     logger.info("chat completion model=%s stream=%s user=%s", payload.model, payload.stream, payload.user or "-")
-    stream = _open(generation)
-    accepted = await _first_event(stream)
-    completion_id = new_completion_id("chatcmpl")
-    created = now()
     include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
-
-    if not payload.stream:
-        text, finish = await _collect(stream)
-        return JsonResponse(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": payload.model,
-                "system_fingerprint": OWNED_BY,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
-                        "logprobs": None,
-                        "finish_reason": "length" if finish["finish_reason"] == "length" else "stop",
-                    }
-                ],
-                "usage": usage_body(
-                    prompt_tokens=finish["prompt_tokens"],
-                    completion_tokens=finish["completion_tokens"],
-                    cached_tokens=finish["cached_tokens"],
-                ),
-            }
-        )
-
-    def make_chunk(text: str | None, finish_reason: str | None, first: bool) -> dict[str, Any]:
-        delta: dict[str, Any] = {}
-        if first:
-            delta = {"role": "assistant", "content": ""}
-        elif text is not None:
-            delta = {"content": text}
-        chunk: dict[str, Any] = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": payload.model,
-            "system_fingerprint": OWNED_BY,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
-        }
-        if include_usage:
-            chunk["usage"] = None
-        return chunk
-
-    def usage_chunk(finish: FinishEvent) -> dict[str, Any]:
-        return {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": payload.model,
-            "system_fingerprint": OWNED_BY,
-            "choices": [],
-            "usage": usage_body(
-                prompt_tokens=finish["prompt_tokens"],
-                completion_tokens=finish["completion_tokens"],
-                cached_tokens=finish["cached_tokens"],
-            ),
-        }
-
-    del accepted
-    return _streaming_response(
-        _stream_events(stream, make_chunk=make_chunk, include_usage=include_usage, usage_chunk=usage_chunk)
-    )
+    fmt = ChatFormat(payload.model, include_usage)
+    return await _serve(governed, generation, profile, fmt, stream_response=payload.stream)
 
 
 @api.post("/completions", summary="Create a completion")
 async def completions(request: HttpRequest, payload: CompletionRequest) -> HttpResponseBase:
-    profile = await _resolve_profile(payload.model, request.auth)  # type: ignore[attr-defined]
-    request_id: str = getattr(request, "request_id", new_completion_id("req"))
-    generation = completion_request(payload=payload, profile=profile, request_id=request_id)
+    governed = Governed(request, endpoint=CompletionFormat.endpoint, model=payload.model, streamed=payload.stream)
+    profile = await _resolve_profile(payload.model, governed.api_key)
+    generation = completion_request(payload=payload, profile=profile, request_id=governed.audit.request_id)
     logger.info("completion model=%s stream=%s user=%s", payload.model, payload.stream, payload.user or "-")
-    stream = _open(generation)
-    await _first_event(stream)
-    completion_id = new_completion_id("cmpl")
-    created = now()
     include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
-
-    if not payload.stream:
-        text, finish = await _collect(stream)
-        return JsonResponse(
-            {
-                "id": completion_id,
-                "object": "text_completion",
-                "created": created,
-                "model": payload.model,
-                "system_fingerprint": OWNED_BY,
-                "choices": [
-                    {
-                        "index": 0,
-                        "text": text,
-                        "logprobs": None,
-                        "finish_reason": "length" if finish["finish_reason"] == "length" else "stop",
-                    }
-                ],
-                "usage": usage_body(
-                    prompt_tokens=finish["prompt_tokens"],
-                    completion_tokens=finish["completion_tokens"],
-                    cached_tokens=finish["cached_tokens"],
-                ),
-            }
-        )
-
-    def make_chunk(text: str | None, finish_reason: str | None, first: bool) -> dict[str, Any]:
-        if first:
-            return {}  # completions streams have no role chunk
-        chunk: dict[str, Any] = {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": payload.model,
-            "system_fingerprint": OWNED_BY,
-            "choices": [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}],
-        }
-        if include_usage:
-            chunk["usage"] = None
-        return chunk
-
-    def usage_chunk(finish: FinishEvent) -> dict[str, Any]:
-        return {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": payload.model,
-            "system_fingerprint": OWNED_BY,
-            "choices": [],
-            "usage": usage_body(
-                prompt_tokens=finish["prompt_tokens"],
-                completion_tokens=finish["completion_tokens"],
-                cached_tokens=finish["cached_tokens"],
-            ),
-        }
-
-    return _streaming_response(
-        _stream_events(stream, make_chunk=make_chunk, include_usage=include_usage, usage_chunk=usage_chunk)
-    )
+    fmt = CompletionFormat(payload.model, include_usage)
+    return await _serve(governed, generation, profile, fmt, stream_response=payload.stream)

@@ -12,6 +12,8 @@ from inference.errors import OpenAIError
 from inference.schemas import ChatCompletionRequest, CompletionRequest, ImagePart, SamplingFields
 
 DEFAULT_TEMPERATURE = 1.0
+# Tokens a chat template adds around each message (role markers, separators), at most.
+TEMPLATE_TOKENS_PER_MESSAGE = 16
 
 
 def model_spec_for(profile: Profile) -> ModelSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,12 +13,20 @@ from django.http import HttpRequest, HttpResponseBase
 
 from mlxhub.logging import request_id_var
 
+logger = logging.getLogger("mlxhub.requests")
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def new_request_id(request: HttpRequest) -> str:
     incoming = request.headers.get("x-request-id", "")
     return incoming if _SAFE_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+
+
+def _log_failure(request: HttpRequest, response: HttpResponseBase) -> None:
+    # Inside the request-id context, so an error's x-request-id always leads to a log line.
+    if response.status_code >= 400:
+        logger.info("%s %s -> %s", request.method, request.path, response.status_code)
 
 
 class RequestIdMiddleware:
@@ -38,6 +47,7 @@ class RequestIdMiddleware:
         token = request_id_var.set(request_id)
         try:
             response: HttpResponseBase = self.get_response(request)
+            _log_failure(request, response)
         finally:
             request_id_var.reset(token)
         response["x-request-id"] = request_id
@@ -49,6 +59,7 @@ class RequestIdMiddleware:
         request_id_var.set(request_id)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
         response = await get_response(request)
+        _log_failure(request, response)
         response["x-request-id"] = request_id
         return response
 

@@ -228,11 +228,6 @@ def test_every_error_carries_a_request_id_that_is_in_the_server_log(live_hub, me
     assert f"[{request_id}]" in wait_for_log(live_hub, f"[{request_id}]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mlxhub bug: v1_not_found (mlxhub/urls.py) and OpenAIErrorShapeMiddleware (mlxhub/middleware.py) "
-    "answer without logging, and django.request logs outside the request-id context",
-)
 @pytest.mark.parametrize(("method", "path", "body", "with_key"), UNLOGGED.values(), ids=list(UNLOGGED))
 def test_an_error_from_outside_the_api_also_leaves_its_request_id_in_the_log(live_hub, method, path, body, with_key):
     response = send(live_hub, method, path, body, with_key)
