@@ -71,9 +71,8 @@ api = NinjaAPI(
 def _openai_error(request: HttpRequest, exc: OpenAIError) -> HttpResponse:
     # Logged with the request id (the log filter adds it), so a client's x-request-id leads here.
     logger.info("request refused: %s %s param=%s (%s)", exc.status, exc.code or "-", exc.param or "-", exc)
-    governed: Governed | None = getattr(request, "governed", None)
-    if governed is not None:
-        governed.close(status=exc.status, error_type=exc.code or "error")
+    if _authed(request):
+        _governed_for(request).close(status=exc.status, error_type=exc.code or "error")
     return error_response(exc)
 
 
@@ -114,9 +113,8 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 @api.exception_handler(Exception)
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     logger.exception("unexpected error on %s", request.path)
-    governed: Governed | None = getattr(request, "governed", None)
-    if governed is not None:
-        governed.close(status=500, error_type="internal_error")
+    if _authed(request):
+        _governed_for(request).close(status=500, error_type="internal_error")
     return error_response(
         OpenAIError(
             "The server had an error while processing your request; the request id is in the logs.",
@@ -215,7 +213,44 @@ class Governed:
         )
         self.reservation: Reservation | None = None
         self.closed = False
+        self.abandoned = False
+        self.seen: FinishEvent = {
+            "type": "finish",
+            "text": "",
+            "finish_reason": "cancelled",
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cached_tokens": 0,
+        }
         request.governed = self  # type: ignore[attr-defined]  (the error handlers close it)
+
+    def observe(self, event: EngineEvent) -> None:
+        """Track what the engine has reported, so an abandoned request still settles to real counts."""
+        if event["type"] == "accepted":
+            self.seen["prompt_tokens"] = event["prompt_tokens"]
+            self.seen["cached_tokens"] = event["cached_tokens"]
+        elif event["type"] == "delta" or (event["type"] == "finish" and event["text"]):
+            self.audit.mark_first_token()
+        if event["type"] == "delta":
+            self.seen["completion_tokens"] = event["tokens"]
+
+    def abandon(self, stream: RequestStream) -> None:
+        """The client left: cancel in the engine and close when the engine says what it produced."""
+        if self.closed:
+            return
+        self.abandoned = True
+        stream.on_terminal = lambda event: self.close(
+            status=499,
+            error_type="client_disconnected",
+            finish=event if event["type"] == "finish" else self.seen,
+            cancelled=True,
+        )
+        stream.cancel()
+        # Should the engine never answer (it always does), close on what was seen.
+        asyncio.get_running_loop().call_later(
+            ABANDON_GRACE_SECONDS,
+            lambda: self.close(status=499, error_type="client_disconnected", finish=self.seen, cancelled=True),
+        )
 
     def reserve(self, cost: int) -> None:
         try:
@@ -261,6 +296,29 @@ class Governed:
             request_audit_write(audit=audit)
         except Exception:  # the response is already decided; never fail it over bookkeeping
             logger.exception("could not queue the audit row")
+
+
+# How long an abandoned request waits for the engine's word on what it produced.
+ABANDON_GRACE_SECONDS = 5.0
+
+
+def _authed(request: HttpRequest) -> bool:
+    return isinstance(getattr(request, "auth", None), ApiKey)
+
+
+def _governed_for(request: HttpRequest) -> Governed:
+    """The request's bookkeeping; for a body refused before the view ran, a fresh one (status only)."""
+    governed: Governed | None = getattr(request, "governed", None)
+    if governed is not None:
+        return governed
+    endpoint = request.path.removeprefix("/v1/").strip("/").replace("/", ".")
+    model = ""
+    try:
+        body = json.loads(request.body or b"null")
+        model = str(body.get("model", ""))[:200] if isinstance(body, dict) else ""
+    except (ValueError, RecursionError, RequestDataTooBig):  # best effort: the body was refused already
+        pass
+    return Governed(request, endpoint=endpoint, model=model, streamed=False)
 
 
 def _estimated_cost(generation: GenerationRequest, context_length: int | None) -> int:
@@ -399,8 +457,8 @@ async def _collect(stream: RequestStream, governed: Governed, deadline: float) -
             event = await _next_event(stream, max(0.0, deadline - loop.time()))
             if event is None:
                 raise OpenAIError("The request timed out.", status=504, code="timeout")
+            governed.observe(event)
             if event["type"] == "delta":
-                governed.audit.mark_first_token()
                 pieces.append(event["text"])
             elif event["type"] == "finish":
                 pieces.append(event["text"])
@@ -408,7 +466,7 @@ async def _collect(stream: RequestStream, governed: Governed, deadline: float) -
             elif event["type"] == "error":
                 raise _engine_failure(event)
     except asyncio.CancelledError:
-        governed.close(status=499, error_type="client_disconnected", cancelled=True)
+        governed.abandon(stream)
         raise
     finally:
         stream.cancel()  # no-op once finished; frees the slot when the client left
@@ -434,8 +492,8 @@ async def _stream_events(
             if event is None:
                 yield SSE_HEARTBEAT  # keeps proxies and clients waiting through a long prefill
                 continue
+            governed.observe(event)
             if event["type"] == "delta":
-                governed.audit.mark_first_token()
                 yield _sse(fmt.chunk(event["text"], None))
             elif event["type"] == "finish":
                 finish = event
@@ -453,11 +511,12 @@ async def _stream_events(
                 break
         yield SSE_DONE
     except (asyncio.CancelledError, GeneratorExit):
-        status, error_type = 499, "client_disconnected"
+        governed.abandon(stream)  # a client that disconnected leaves the batch at the next step
         raise
     finally:
-        stream.cancel()  # a client that disconnected leaves the batch at the next step
-        governed.close(status=status, error_type=error_type, finish=finish, cancelled=status == 499)
+        stream.cancel()
+        if not governed.abandoned:
+            governed.close(status=status, error_type=error_type, finish=finish or governed.seen)
 
 
 def _streaming_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -481,7 +540,7 @@ async def _serve(
         fmt.endpoint.split(".")[0], settings.MLXHUB_REQUEST_TIMEOUT
     )
     stream = _open(generation)
-    await _first_event(stream, max(0.0, deadline - loop.time()))
+    governed.observe(await _first_event(stream, max(0.0, deadline - loop.time())))
     if not stream_response:
         text, finish = await _collect(stream, governed, deadline)
         governed.close(status=200, finish=finish)

@@ -21,8 +21,13 @@ class RequestStream:
         self._events: asyncio.Queue[EngineEvent] = asyncio.Queue()
         self._cancel = cancel
         self.finished = False
+        # Set by a reader that leaves early: still told how the request really ended.
+        self.on_terminal: Callable[[EngineEvent], None] | None = None
 
     def push(self, event: EngineEvent) -> None:
+        if self.on_terminal is not None and event["type"] in TERMINAL_EVENTS:
+            self.on_terminal(event)
+            return
         self._events.put_nowait(event)
 
     async def next_event(self, timeout: float | None = None) -> EngineEvent | None:

@@ -11,6 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from mlxhub.accounts.limits import limits_usage
 from mlxhub.accounts.models import ApiKey, Role, Team
 from mlxhub.accounts.selectors import api_keys_visible_to
 from mlxhub.accounts.serializers import ApiKeySerializer, CreatedApiKeySerializer, TeamSerializer
@@ -39,7 +40,7 @@ class ApiKeyViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     def retrieve(self, request: Request, pk: str) -> Response:
         api_key = get_object_or_404(api_keys_visible_to(user=_user(request)), pk=pk)
-        return Response(ApiKeySerializer(api_key).data)
+        return Response({**ApiKeySerializer(api_key).data, "usage": limits_usage(owner=api_key)})
 
     def create(self, request: Request) -> Response:
         serializer = ApiKeySerializer(data=request.data, context={"request": request})
@@ -89,7 +90,8 @@ class TeamViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         return self.get_paginated_response(TeamSerializer(page, many=True).data)
 
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response(TeamSerializer(get_object_or_404(Team, pk=pk)).data)
+        team = get_object_or_404(Team, pk=pk)
+        return Response({**TeamSerializer(team).data, "usage": limits_usage(owner=team)})
 
     def create(self, request: Request) -> Response:
         serializer = TeamSerializer(data=request.data)

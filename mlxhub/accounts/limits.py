@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from mlxhub.accounts.models import ApiKey, BudgetPeriod, UsageLimits
+from mlxhub.accounts.models import ApiKey, BudgetPeriod, Team, UsageLimits
 
 WINDOW_SECONDS = 60.0
 PERIOD_ADJECTIVE = {BudgetPeriod.DAY: "daily", BudgetPeriod.MONTH: "monthly"}
@@ -293,13 +293,15 @@ def limit_store() -> LimitStore:
     return _store
 
 
+def scope_of(owner: ApiKey | Team) -> ScopeLimits:
+    if isinstance(owner, ApiKey):
+        return ScopeLimits.of(f"key:{owner.pk}", f"API key {owner.prefix}…", owner)
+    return ScopeLimits.of(f"team:{owner.pk}", f"team {owner.name}", owner)
+
+
 def scopes_for(api_key: ApiKey) -> list[ScopeLimits]:
-    scopes = []
-    if api_key.has_limits():
-        scopes.append(ScopeLimits.of(f"key:{api_key.pk}", f"API key {api_key.prefix}…", api_key))
-    if api_key.team is not None and api_key.team.has_limits():
-        scopes.append(ScopeLimits.of(f"team:{api_key.team.pk}", f"team {api_key.team.name}", api_key.team))
-    return scopes
+    owners: list[ApiKey | Team] = [api_key] if api_key.team is None else [api_key, api_key.team]
+    return [scope_of(owner) for owner in owners if owner.has_limits()]
 
 
 @dataclass
@@ -325,3 +327,10 @@ def usage_reserve(*, api_key: ApiKey, cost: int) -> Reservation:
     if reservation.scopes:
         limit_store().reserve(reservation.scopes, reservation.reservation_id, cost, time.time())
     return reservation
+
+
+def limits_usage(*, owner: ApiKey | Team) -> dict[str, int] | None:
+    """What a key or team has used against its limits right now (None when it has none)."""
+    if not owner.has_limits():
+        return None
+    return limit_store().usage(scope_of(owner), time.time())
