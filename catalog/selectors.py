@@ -1,8 +1,35 @@
+"""Reads for the catalog: servable profiles, hub search and model details (cached briefly), jobs, local models."""
+
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
 from django.db.models import QuerySet
 
-from catalog.models import Profile
+from catalog import hub
+from catalog.constants import (
+    DEFAULT_AUTHOR,
+    KIND_PIPELINE_TAGS,
+    SEARCH_EXPAND,
+    SEARCH_MAX_CANDIDATES,
+    SEARCH_PAGE_SIZE,
+    SEARCH_SORTS,
+)
+from catalog.model_facts import (
+    card_parts,
+    facts_from_config,
+    fits_memory,
+    memory_budget_bytes,
+    quantization_of,
+    weights_bytes,
+)
+from catalog.models import Download, HubToken, LocalModel, Profile
+from mlxhub import crypto
 
 
 def profiles_servable() -> QuerySet[Profile]:
@@ -11,3 +38,176 @@ def profiles_servable() -> QuerySet[Profile]:
 
 async def profile_for_model_name(*, name: str) -> Profile | None:
     return await profiles_servable().filter(name=name).afirst()
+
+
+# The Hugging Face token.
+def hub_token_is_set() -> bool:
+    return HubToken.objects.filter(pk=HubToken.SINGLETON_ID).exists()
+
+
+def hub_token_value() -> str | None:
+    """The decrypted token, for requests to the hub only: never rendered, logged or returned by the API."""
+    row = HubToken.objects.filter(pk=HubToken.SINGLETON_ID).only("encrypted_token").first()
+    return crypto.decrypt(row.encrypted_token) if row is not None else None
+
+
+# Hub search.
+@dataclass(frozen=True)
+class SearchQuery:
+    text: str = ""
+    author: str = DEFAULT_AUTHOR  # "" searches every author
+    kind: str = ""
+    quantization: str = ""
+    architecture: str = ""
+    sort: str = "downloads"
+    page: int = 1
+    per_page: int = SEARCH_PAGE_SIZE
+
+    def __post_init__(self) -> None:
+        if self.sort not in SEARCH_SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SEARCH_SORTS)}")
+        if self.kind and self.kind not in KIND_PIPELINE_TAGS:
+            raise ValueError(f"kind must be one of {', '.join(KIND_PIPELINE_TAGS)}")
+        if self.page < 1 or self.per_page < 1:
+            raise ValueError("page and per_page start at 1")
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    results: list[dict[str, Any]]
+    page: int
+    per_page: int
+    has_next: bool
+    query: dict[str, Any] = field(default_factory=dict)
+
+
+def _cache_key(prefix: str, token: str | None, **parts: Any) -> str:
+    # The token changes what the hub shows (private and gated repositories): it is part of the key, hashed.
+    material = json.dumps({"endpoint": hub.endpoint(), "token": token or "", **parts}, sort_keys=True)
+    return f"catalog:{prefix}:{hashlib.sha256(material.encode()).hexdigest()}"
+
+
+def _summary(model: Any) -> dict[str, Any]:
+    config = model.config or {}
+    tags = model.tags or []
+    facts = facts_from_config(config, tags=tags, repo_id=model.id, pipeline_tag=model.pipeline_tag)
+    card = model.card_data.to_dict() if model.card_data is not None else {}
+    licence = card.get("license") or next((tag.split(":", 1)[1] for tag in tags if tag.startswith("license:")), "")
+    return {
+        "repo_id": model.id,
+        "author": model.author or model.id.split("/")[0],
+        **facts,
+        "quantization": facts["quantization"] or quantization_of({}, tags=tags, repo_id=model.id),
+        "downloads": model.downloads or 0,
+        "likes": model.likes or 0,
+        "last_modified": model.last_modified.isoformat() if model.last_modified else None,
+        "size_bytes": model.used_storage,
+        "pipeline_tag": model.pipeline_tag or "",
+        "gated": bool(model.gated),
+        "license": licence or "",
+        "tags": tags,
+    }
+
+
+def _matches(summary: dict[str, Any], query: SearchQuery) -> bool:
+    if query.quantization and summary["quantization"].lower() != query.quantization.lower():
+        return False
+    if query.architecture:
+        wanted = query.architecture.lower()
+        architecture = summary["architecture"].lower()
+        if wanted != architecture and wanted not in architecture:
+            return False
+    return True
+
+
+def hub_search(query: SearchQuery) -> SearchPage:
+    """One page of hub models; quantization and architecture are filtered here (the hub cannot)."""
+    token = hub_token_value()
+    key = _cache_key("search", token, **asdict(query))
+    cached = cache.get(key)
+    if cached is not None:
+        return SearchPage(**cached)
+    filtering_here = bool(query.quantization or query.architecture)
+    wanted = query.page * query.per_page + 1  # one more than the page: is there a next one?
+    models = hub.call(
+        "the model search",
+        lambda: list(
+            hub.api(token).list_models(
+                search=query.text or None,
+                author=query.author or None,
+                pipeline_tag=KIND_PIPELINE_TAGS.get(query.kind) or None,
+                sort=SEARCH_SORTS[query.sort],  # type: ignore[arg-type]
+                limit=SEARCH_MAX_CANDIDATES if filtering_here else wanted,
+                expand=SEARCH_EXPAND,  # type: ignore[arg-type]
+            )
+        ),
+    )
+    summaries = [summary for summary in map(_summary, models) if _matches(summary, query)]
+    start = (query.page - 1) * query.per_page
+    page = SearchPage(
+        results=summaries[start : start + query.per_page],
+        page=query.page,
+        per_page=query.per_page,
+        has_next=len(summaries) > start + query.per_page,
+        query=asdict(query),
+    )
+    cache.set(key, asdict(page), settings.MLXHUB_HUB_CACHE_SECONDS)
+    return page
+
+
+def hub_model_detail(*, repo_id: str, revision: str | None = None) -> dict[str, Any]:
+    """Files with real sizes, facts from config.json and the card, and whether it fits this machine."""
+    detail = _hub_model_facts(repo_id=repo_id, revision=revision)
+    budget = memory_budget_bytes(settings.MLXHUB_MEMORY_BUDGET_BYTES)
+    return {**detail, "memory_budget_bytes": budget, "fits_memory": fits_memory(detail["weights_bytes"], budget)}
+
+
+def _hub_model_facts(*, repo_id: str, revision: str | None) -> dict[str, Any]:
+    token = hub_token_value()
+    key = _cache_key("detail", token, repo_id=repo_id, revision=revision)
+    cached = cache.get(key)
+    if cached is not None:
+        return dict(cached)
+    info = hub.model_info(repo_id, revision=revision, token=token)
+    commit = info.sha or revision or "main"
+    files: list[dict[str, Any]] = [
+        {"path": sibling.rfilename, "size": sibling.size or 0} for sibling in info.siblings or []
+    ]
+    config_text = hub.read_text(repo_id, "config.json", revision=commit, token=token)
+    try:
+        config = json.loads(config_text) if config_text else {}
+    except ValueError:
+        config = {}
+    readme = hub.read_text(repo_id, "README.md", revision=commit, token=token) or ""
+    card, summary_text = card_parts(readme)
+    summary = _summary(info)
+    facts = facts_from_config(
+        config or info.config or {}, tags=info.tags or [], repo_id=repo_id, pipeline_tag=info.pipeline_tag
+    )
+    detail = {
+        **summary,
+        **facts,
+        "quantization": facts["quantization"] or summary["quantization"],
+        "revision": revision or "main",
+        "sha": info.sha,
+        "license": summary["license"] or card.get("license", ""),
+        "summary": summary_text,
+        "files": files,
+        "size_bytes": sum(item["size"] for item in files),
+        "weights_bytes": weights_bytes((item["path"], item["size"]) for item in files),
+    }
+    cache.set(key, detail, settings.MLXHUB_HUB_CACHE_SECONDS)
+    return detail
+
+
+# Jobs and local models.
+def downloads_visible() -> QuerySet[Download]:
+    return Download.objects.select_related("requested_by", "local_model").order_by("-created_at")
+
+
+def download_active_for(*, repo_id: str, revision: str) -> Download | None:
+    return Download.objects.filter(repo_id=repo_id, revision=revision, status__in=Download.ACTIVE_STATUSES).first()
+
+
+def local_models_listed() -> QuerySet[LocalModel]:
+    return LocalModel.objects.prefetch_related("profiles").order_by("repo_id", "path")

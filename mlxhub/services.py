@@ -14,9 +14,8 @@ from django.db import transaction
 from catalog.constants import DEMO_PROFILE_NAME, DEMO_REPO_ID
 from catalog.demo_model import build_model
 from catalog.services import local_model_register, profile_upsert
-from mlxhub.accounts.constants import API_KEY_DISPLAY_CHARS
 from mlxhub.accounts.models import ApiKey, Membership, Role, Team
-from mlxhub.accounts.services import api_key_create
+from mlxhub.accounts.services import api_key_create, hash_secret
 
 ADMIN_USERNAME = "admin"
 DEFAULT_TEAM = "Default"
@@ -50,7 +49,7 @@ def _ensure_admin(result: BootstrapResult) -> User:
 def _ensure_api_key(result: BootstrapResult, admin: User) -> None:
     from_env = settings.MLXHUB_API_KEY
     if from_env:
-        if ApiKey.objects.filter(prefix=from_env[:API_KEY_DISPLAY_CHARS]).exists():
+        if ApiKey.objects.filter(hashed_key=hash_secret(from_env)).exists():
             return
         api_key_create(owner=admin, name="bootstrap (MLXHUB_API_KEY)", secret=from_env)
         result.created.append("API key from MLXHUB_API_KEY")

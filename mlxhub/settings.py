@@ -9,14 +9,49 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+T = TypeVar("T")
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+
+
+def _typed(name: str, default: T, parse: Callable[[str], T], expected: str) -> T:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return parse(raw.strip())
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be {expected}, got {raw!r}") from exc
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)
+
+
+def _env_int(name: str, default: int) -> int:
+    return _typed(name, default, int, "an integer")
+
+
+def _env_float(name: str, default: float) -> float:
+    return _typed(name, default, float, "a number")
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    return _typed(name, default, _parse_bool, "one of 1/0, true/false, yes/no, on/off")
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -25,10 +60,7 @@ def _env_path(name: str, default: Path) -> Path:
 
 
 def _env_port(name: str, default: int) -> int:
-    try:
-        port = env.int(name, default=default)
-    except (ValueError, TypeError) as exc:
-        raise ImproperlyConfigured(f"{name} must be an integer port number") from exc
+    port = _env_int(name, default)
     if not 0 < port < 65536:
         raise ImproperlyConfigured(f"{name} must be between 1 and 65535, got {port}")
     return port
@@ -47,20 +79,20 @@ MLXHUB_API_KEY = env.str("MLXHUB_API_KEY", default="")
 MLXHUB_DEMO_PRESET = env.str("MLXHUB_DEMO_PRESET", default="demo")
 # Start the resident MLX engine in this process (web processes of the
 # embedded default do; management commands and Celery workers do not).
-MLXHUB_ENGINE_PRELOAD = env.bool("MLXHUB_ENGINE_PRELOAD", default=True)
-MLXHUB_MAX_QUEUE = env.int("MLXHUB_MAX_QUEUE", default=64)
-MLXHUB_MAX_BATCH = env.int("MLXHUB_MAX_BATCH", default=32)
-MLXHUB_PREFILL_STEP = env.int("MLXHUB_PREFILL_STEP", default=256)
-MLXHUB_PREFIX_CACHE_BYTES = env.int("MLXHUB_PREFIX_CACHE_BYTES", default=512 * 1024 * 1024)
-MLXHUB_REQUEST_TIMEOUT = env.float("MLXHUB_REQUEST_TIMEOUT", default=600.0)
+MLXHUB_ENGINE_PRELOAD = _env_bool("MLXHUB_ENGINE_PRELOAD", True)
+MLXHUB_MAX_QUEUE = _env_int("MLXHUB_MAX_QUEUE", 64)
+MLXHUB_MAX_BATCH = _env_int("MLXHUB_MAX_BATCH", 32)
+MLXHUB_PREFILL_STEP = _env_int("MLXHUB_PREFILL_STEP", 256)
+MLXHUB_PREFIX_CACHE_BYTES = _env_int("MLXHUB_PREFIX_CACHE_BYTES", 512 * 1024 * 1024)
+MLXHUB_REQUEST_TIMEOUT = _env_float("MLXHUB_REQUEST_TIMEOUT", 600.0)
 # Per-endpoint limits on a whole generation (seconds), e.g. "chat=300,completions=120".
 MLXHUB_ENDPOINT_TIMEOUTS: dict[str, float] = {
     "chat": MLXHUB_REQUEST_TIMEOUT,
     "completions": MLXHUB_REQUEST_TIMEOUT,
     **env.dict("MLXHUB_ENDPOINT_TIMEOUTS", cast={"value": float}, default={}),
 }
-MLXHUB_HEARTBEAT_SECONDS = env.float("MLXHUB_HEARTBEAT_SECONDS", default=5.0)
-MLXHUB_MAX_BODY_BYTES = env.int("MLXHUB_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+MLXHUB_HEARTBEAT_SECONDS = _env_float("MLXHUB_HEARTBEAT_SECONDS", 5.0)
+MLXHUB_MAX_BODY_BYTES = _env_int("MLXHUB_MAX_BODY_BYTES", 8 * 1024 * 1024)
 
 
 def _secret_key() -> str:
@@ -82,9 +114,9 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-DEBUG = env.bool("MLXHUB_DEBUG", default=False)
+DEBUG = _env_bool("MLXHUB_DEBUG", False)
 # Behind TLS (a reverse proxy): secure cookies, HSTS, redirect to https.
-MLXHUB_SECURE = env.bool("MLXHUB_SECURE", default=False)
+MLXHUB_SECURE = _env_bool("MLXHUB_SECURE", False)
 
 ALLOWED_HOSTS = env.list(
     "MLXHUB_ALLOWED_HOSTS",
@@ -172,9 +204,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = MLXHUB_HOME / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 # Serve static files from the finders too, so a run without collectstatic works.
 WHITENOISE_USE_FINDERS = True
@@ -218,6 +251,13 @@ else:
         "polling_interval": 0.2,
     }
 
+MLXHUB_AUDIT_RETENTION_DAYS = _env_int("MLXHUB_AUDIT_RETENTION_DAYS", 90)
+# /metrics answers without a key only when this is on (e.g. a scraper on a private network).
+MLXHUB_METRICS_PUBLIC = _env_bool("MLXHUB_METRICS_PUBLIC", False)
+CELERY_BEAT_SCHEDULE = {
+    "audit-purge": {"task": "audit.tasks.audit_log_purge_expired", "schedule": 3600.0},
+}
+
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -242,7 +282,7 @@ if MLXHUB_SECURE:
     SECURE_SSL_REDIRECT = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = env.int("MLXHUB_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_SECONDS = _env_int("MLXHUB_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
@@ -268,3 +308,28 @@ LOGGING = {
         "httpx": {"level": "WARNING"},
     },
 }
+
+# Catalog
+# The Hugging Face hub (or a mirror); HF_ENDPOINT is huggingface_hub's own variable.
+MLXHUB_HF_ENDPOINT = env.str("MLXHUB_HF_ENDPOINT", default="") or env.str(
+    "HF_ENDPOINT", default="https://huggingface.co"
+)
+# The Hugging Face cache scanned for models already on disk.
+MLXHUB_HF_CACHE_DIR = _env_path(
+    "MLXHUB_HF_CACHE_DIR",
+    Path(env.str("HF_HUB_CACHE", default="") or Path(env.str("HF_HOME", default="~/.cache/huggingface")) / "hub")
+    .expanduser()
+    .resolve(),
+)
+# Fernet keys for secrets at rest, newest first; unset: one generated into MLXHUB_HOME/encryption_key.
+MLXHUB_ENCRYPTION_KEYS = env.list("MLXHUB_ENCRYPTION_KEYS", default=[])
+MLXHUB_HUB_CACHE_SECONDS = _env_int("MLXHUB_HUB_CACHE_SECONDS", 120)
+# A download is refused unless this much disk stays free after it.
+MLXHUB_DOWNLOAD_MIN_FREE_BYTES = _env_int("MLXHUB_DOWNLOAD_MIN_FREE_BYTES", 1024**3)
+MLXHUB_DOWNLOAD_QUEUE = env.str("MLXHUB_DOWNLOAD_QUEUE", default="celery")
+# A running download whose worker has not written for this long is taken over by another worker.
+MLXHUB_DOWNLOAD_LEASE_SECONDS = _env_float("MLXHUB_DOWNLOAD_LEASE_SECONDS", 60.0)
+# Memory a model may use on this machine; 0: three quarters of the physical memory.
+MLXHUB_MEMORY_BUDGET_BYTES = _env_int("MLXHUB_MEMORY_BUDGET_BYTES", 0)
+# huggingface_hub's HTTP client (httpx2) logs every request at INFO, as httpx does.
+LOGGING["loggers"]["httpx2"] = {"level": "WARNING"}  # type: ignore[index]

@@ -6,13 +6,15 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from rest_framework.routers import DefaultRouter
 
+from audit.api import AuditLogView, UsageView, metrics_view
 from inference.api import api as v1_api
 from inference.errors import OpenAIError, error_response
-from mlxhub.accounts.api import ApiKeyViewSet
+from mlxhub.accounts.api import ApiKeyViewSet, TeamViewSet
 from mlxhub.health import healthz, readyz
 
 router = DefaultRouter()
 router.register("keys", ApiKeyViewSet, basename="apikey")
+router.register("teams", TeamViewSet, basename="team")
 
 
 def v1_not_found(request: HttpRequest) -> HttpResponse:
@@ -24,7 +26,11 @@ def v1_not_found(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    path("api/catalog/", include("catalog.urls")),
+    path("api/audit/", AuditLogView.as_view(), name="audit-list"),
+    path("api/usage/", UsageView.as_view(), name="usage"),
     path("api/", include(router.urls)),
+    path("metrics", metrics_view, name="metrics"),
     path("v1/", v1_api.urls),
     re_path(r"^v1/.*$", v1_not_found),
     path("healthz", healthz, name="healthz"),

@@ -164,16 +164,22 @@ def membership_remove(*, membership: Membership, actor: User | None) -> None:
     membership.delete()
 
 
-def _check_secret(secret: str, api_key: ApiKey | None) -> ApiKey:
+def _check_secret(secret: str, candidates: list[ApiKey]) -> ApiKey:
+    """Pick the key whose hash matches, comparing in constant time; prefixes may repeat."""
+    presented = hash_secret(secret)
+    matched = None
     # Compare even when no row matched, so the timing does not tell whether a prefix exists.
-    expected = api_key.hashed_key if api_key else "0" * 64
-    if not hmac.compare_digest(expected, hash_secret(secret)) or api_key is None:
+    for candidate in candidates or [None]:
+        expected = candidate.hashed_key if candidate is not None else "0" * 64
+        if hmac.compare_digest(expected, presented) and candidate is not None:
+            matched = candidate
+    if matched is None:
         raise ApiKeyError("Incorrect API key provided.")
-    if api_key.is_revoked:
+    if matched.is_revoked:
         raise ApiKeyError("This API key has been revoked.", code="revoked_api_key")
-    if api_key.is_expired():
+    if matched.is_expired():
         raise ApiKeyError("This API key has expired.", code="expired_api_key")
-    return api_key
+    return matched
 
 
 def _needs_last_used_update(api_key: ApiKey, now: datetime) -> bool:
@@ -184,8 +190,8 @@ def api_key_authenticate(*, secret: str) -> ApiKey:
     """Return the usable key for ``secret`` or raise ApiKeyError."""
     if not secret:
         raise ApiKeyError("You didn't provide an API key.", code="missing_api_key")
-    api_key = ApiKey.objects.select_related("owner", "team").filter(prefix=secret[:API_KEY_DISPLAY_CHARS]).first()
-    api_key = _check_secret(secret, api_key)
+    candidates = list(ApiKey.objects.select_related("owner", "team").filter(prefix=secret[:API_KEY_DISPLAY_CHARS]))
+    api_key = _check_secret(secret, candidates)
     now = timezone.now()
     if _needs_last_used_update(api_key, now):
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
@@ -196,10 +202,8 @@ async def api_key_aauthenticate(*, secret: str) -> ApiKey:
     """The async twin of api_key_authenticate, for the /v1 data plane."""
     if not secret:
         raise ApiKeyError("You didn't provide an API key.", code="missing_api_key")
-    api_key = (
-        await ApiKey.objects.select_related("owner", "team").filter(prefix=secret[:API_KEY_DISPLAY_CHARS]).afirst()
-    )
-    api_key = _check_secret(secret, api_key)
+    rows = ApiKey.objects.select_related("owner", "team").filter(prefix=secret[:API_KEY_DISPLAY_CHARS])
+    api_key = _check_secret(secret, [row async for row in rows])
     now = timezone.now()
     if _needs_last_used_update(api_key, now):
         await ApiKey.objects.filter(pk=api_key.pk).aupdate(last_used_at=now)

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.forms import MultiWidget
 from django.test import Client
 from django.utils import timezone
 
@@ -43,7 +44,15 @@ def admin_browser(alice_admin) -> Client:
 
 
 def add_key(browser: Client, **fields: str):
-    data = {"name": "ci", "owner": "", "team": "", "allowed_models": "", "expires_at_0": "", "expires_at_1": ""}
+    """Submit the add form as a browser would: every field at its initial value, except ``fields``."""
+    form = browser.get(ADD_URL).context["adminform"].form
+    data: dict[str, object] = {}
+    for name, field in form.fields.items():
+        if isinstance(field.widget, MultiWidget):
+            data.update({f"{name}_{index}": "" for index in range(len(field.widget.widgets))})
+        else:
+            value = form[name].value()
+            data[name] = "" if value is None else value
     data.update(fields)
     return browser.post(ADD_URL, data)
 

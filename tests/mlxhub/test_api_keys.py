@@ -200,7 +200,11 @@ async def test_the_async_twin_authenticates_and_refuses_like_the_sync_one():
 
     assert (await api_key_aauthenticate(secret=good.secret)).pk == good.api_key.pk
     assert (await ApiKey.objects.aget(pk=good.api_key.pk)).last_used_at is not None
-    for secret, code in [(revoked.secret, "revoked_api_key"), (_tamper(good.secret), "invalid_api_key"), ("", "missing_api_key")]:
+    for secret, code in [
+        (revoked.secret, "revoked_api_key"),
+        (_tamper(good.secret), "invalid_api_key"),
+        ("", "missing_api_key"),
+    ]:
         with pytest.raises(ApiKeyError) as excinfo:
             await api_key_aauthenticate(secret=secret)
         assert excinfo.value.code == code

@@ -56,6 +56,7 @@ def _expired_secret(make_api_key, owner) -> str:
 @pytest.mark.parametrize(
     ("secret_for", "code"),
     [(_wrong_secret, "invalid_api_key"), (_revoked_secret, "revoked_api_key"), (_expired_secret, "expired_api_key")],
+    ids=["wrong", "revoked", "expired"],
 )
 def test_a_refused_key_gets_an_openai_shaped_401(alice, make_api_key, client: Client, secret_for, code):
     secret = secret_for(make_api_key, alice)

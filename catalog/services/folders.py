@@ -1,4 +1,4 @@
-"""Writes for the catalog: registering model folders and the profiles that serve them."""
+"""Model folders on disk and the profiles that serve them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 from django.db import transaction
 
 from catalog.constants import REQUIRED_MODEL_FILES, WEIGHT_SUFFIXES
-from catalog.models import LocalModel, ModelKind, Profile
+from catalog.model_facts import facts_from_config
+from catalog.models import LocalModel, Profile
 
 
 class ModelFolderError(Exception):
@@ -33,23 +34,9 @@ def inspect_model_folder(path: Path) -> dict[str, Any]:
         config = json.loads((path / "config.json").read_text())
     except ValueError as exc:
         raise ModelFolderError(f"{path}/config.json is not valid JSON: {exc}") from exc
-    architectures = config.get("architectures") or [config.get("model_type", "")]
-    quantization = config.get("quantization") or config.get("quantization_config") or {}
-    kind = ModelKind.TEXT
-    if "vision_config" in config:
-        kind = ModelKind.VISION
-    elif any("Bert" in name or "Embedding" in name for name in architectures if name):
-        kind = ModelKind.EMBEDDING
-    context_length = config.get("max_position_embeddings") or config.get("text_config", {}).get(
-        "max_position_embeddings"
-    )
-    return {
-        "architecture": str(architectures[0] if architectures else ""),
-        "quantization": f"{quantization['bits']}-bit" if "bits" in quantization else str(config.get("torch_dtype", "")),
-        "kind": kind,
-        "size_bytes": _folder_size(path),
-        "context_length": int(context_length) if context_length else None,
-    }
+    if not isinstance(config, dict):
+        raise ModelFolderError(f"{path}/config.json is not a JSON object.")
+    return {**facts_from_config(config, repo_id=path.name), "size_bytes": _folder_size(path)}
 
 
 @transaction.atomic
