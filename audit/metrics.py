@@ -52,6 +52,19 @@ class EngineCollector(Collector):
         loaded.add_metric([], len(models))
         cache.add_metric([], max((stats.get("prefix_cache_bytes", 0) for stats in models.values()), default=0))
         yield from (waiting, running, loaded, cache)
+        yield self._downloads()
+
+    @staticmethod
+    def _downloads() -> GaugeMetricFamily:
+        from django.db.models import Count
+
+        from catalog.models import Download
+
+        downloads = GaugeMetricFamily("mlxhub_downloads", "Download jobs by state.", labels=["state"])
+        counts = dict(Download.objects.values_list("status").annotate(count=Count("id")).values_list("status", "count"))
+        for state in Download.Status.values:
+            downloads.add_metric([state], counts.get(state, 0))
+        return downloads
 
 
 REGISTRY.register(EngineCollector())

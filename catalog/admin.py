@@ -27,6 +27,8 @@ from catalog.services import (
     hub_token_set,
     local_model_delete,
     local_models_scan,
+    profile_delete,
+    profile_save,
 )
 
 
@@ -112,6 +114,12 @@ class ProfileAdmin(admin.ModelAdmin):
     list_select_related = ["local_model"]
     search_fields = ["name", "local_model__repo_id"]
     autocomplete_fields = ["local_model"]
+
+    def save_model(self, request: HttpRequest, obj: Profile, form: Any, change: bool) -> None:
+        profile_save(profile=obj, actor=_actor(request), changed=list(form.changed_data))
+
+    def delete_model(self, request: HttpRequest, obj: Profile) -> None:
+        profile_delete(profile=obj, actor=_actor(request))
 
 
 DownloadAction = Callable[..., Download]

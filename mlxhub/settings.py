@@ -287,17 +287,22 @@ if MLXHUB_SECURE:
     SECURE_HSTS_PRELOAD = True
 
 LOG_LEVEL = env.str("MLXHUB_LOG_LEVEL", default="INFO")
+# json: one object per line with the request id (for log shippers); plain: for a terminal.
+MLXHUB_LOG_FORMAT = env.str("MLXHUB_LOG_FORMAT", default="json")
+if MLXHUB_LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"MLXHUB_LOG_FORMAT must be json or plain, got {MLXHUB_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "mlxhub.logging.RequestIdFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "mlxhub.logging.JsonFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": MLXHUB_LOG_FORMAT,
             "filters": ["request_id"],
         },
     },

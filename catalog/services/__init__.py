@@ -18,7 +18,14 @@ from catalog.services.downloads import (
     downloads_recover,
     models_dir,
 )
-from catalog.services.folders import ModelFolderError, inspect_model_folder, local_model_register, profile_upsert
+from catalog.services.folders import (
+    ModelFolderError,
+    inspect_model_folder,
+    local_model_register,
+    profile_delete,
+    profile_save,
+    profile_upsert,
+)
 from catalog.services.local import (
     LocalModelDeleted,
     LocalModelInUse,
@@ -53,5 +60,7 @@ __all__ = [
     "local_model_register",
     "local_models_scan",
     "models_dir",
+    "profile_delete",
+    "profile_save",
     "profile_upsert",
 ]

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import transaction
 
+from audit.models import AdminAction
+from audit.services import admin_action_record
 from catalog.constants import REQUIRED_MODEL_FILES, WEIGHT_SUFFIXES
 from catalog.model_facts import facts_from_config
 from catalog.models import LocalModel, Profile
@@ -71,3 +74,27 @@ def profile_upsert(
         },
     )
     return profile
+
+
+@transaction.atomic
+def profile_save(*, profile: Profile, actor: User | None, changed: list[str]) -> Profile:
+    """Save a profile edited in the admin or the API; the change is audited in the same transaction."""
+    created = profile.pk is None
+    profile.save()
+    admin_action_record(
+        actor=actor,
+        action=AdminAction.Action.CREATED if created else AdminAction.Action.CHANGED,
+        obj=profile,
+        changes={name: _plain(getattr(profile, name)) for name in changed},
+    )
+    return profile
+
+
+@transaction.atomic
+def profile_delete(*, profile: Profile, actor: User | None) -> None:
+    admin_action_record(actor=actor, action=AdminAction.Action.DELETED, obj=profile)
+    profile.delete()
+
+
+def _plain(value: object) -> object:
+    return value if isinstance(value, str | int | float | bool | type(None)) else str(value)

@@ -4,6 +4,9 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -18,6 +21,9 @@ from mlxhub.accounts.services import (
     membership_set,
     team_create,
     team_update,
+    user_delete,
+    user_password_changed,
+    user_save,
 )
 
 
@@ -170,3 +176,30 @@ class ApiKeyAdmin(admin.ModelAdmin):
             api_key_revoke(api_key=api_key, actor=request.user)  # type: ignore[arg-type]
             revoked += 1
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class AuditedUserAdmin(UserAdmin):
+    """Django's user admin, with every save and delete going through the audited services."""
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        actor = request.user if request.user.is_authenticated else None
+        user_save(user=obj, actor=actor, changed=list(form.changed_data))  # type: ignore[arg-type]
+
+    def delete_model(self, request: HttpRequest, obj: User) -> None:
+        actor = request.user if request.user.is_authenticated else None
+        user_delete(user=obj, actor=actor)  # type: ignore[arg-type]
+
+    @transaction.atomic
+    def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
+        # Django's view saves the form itself; the audit row joins its transaction through log_change.
+        return super().user_change_password(request, id, form_url)
+
+    def log_change(self, request: HttpRequest, obj: Any, message: Any) -> Any:
+        if request.resolver_match and request.resolver_match.url_name == "auth_user_password_change":
+            actor = request.user if request.user.is_authenticated else None
+            user_password_changed(user=obj, actor=actor)  # type: ignore[arg-type]
+        return super().log_change(request, obj, message)

@@ -218,3 +218,29 @@ def secret_from_headers(headers: Mapping[str, str]) -> str:
     if scheme.lower() == "bearer" and value.strip():
         return str(value.strip())
     return str(get("x-api-key") or "").strip()
+
+
+@transaction.atomic
+def user_save(*, user: User, actor: User | None, changed: list[str]) -> User:
+    """Save a user edited in the admin; the audit row names the fields, never a password."""
+    created = user.pk is None
+    user.save()
+    changes = {name: "(changed)" if name.startswith("password") else str(getattr(user, name, "")) for name in changed}
+    admin_action_record(
+        actor=actor,
+        action=AdminAction.Action.CREATED if created else AdminAction.Action.CHANGED,
+        obj=user,
+        changes=changes,
+    )
+    return user
+
+
+@transaction.atomic
+def user_delete(*, user: User, actor: User | None) -> None:
+    admin_action_record(actor=actor, action=AdminAction.Action.DELETED, obj=user)
+    user.delete()
+
+
+def user_password_changed(*, user: User, actor: User | None) -> None:
+    """Called inside the transaction that saved the new password; records the fact, never the value."""
+    admin_action_record(actor=actor, action=AdminAction.Action.CHANGED, obj=user, changes={"password": "(changed)"})

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.inference.wire import sse_chunks, wait_for_log
+from tests.inference.wire import logged, sse_chunks
 
 pytestmark = pytest.mark.live
 
@@ -227,5 +227,5 @@ def test_the_user_field_is_accepted_and_logged(openai_client, live_hub):
     )
 
     assert completion.parse().usage.completion_tokens == 2
-    log = wait_for_log(live_hub, f"user={user}")
-    assert f"[{completion.headers['x-request-id']}] chat completion model=demo stream=False user={user}" in log
+    messages = logged(live_hub, request_id=completion.headers["x-request-id"], contains=f"user={user}")
+    assert f"chat completion model=demo stream=False user={user}" in messages

@@ -30,11 +30,23 @@ def sse_chunks(body: str) -> list[dict[str, Any]]:
     return [json.loads(payload) for payload in payloads[:-1]]
 
 
-def wait_for_log(hub: LiveHub, needle: str, timeout: float = 5.0) -> str:
-    """The server log once it holds `needle` (the server writes it a moment after answering)."""
+def log_records(log: str) -> list[dict[str, Any]]:
+    """The server's JSON log lines (other output, like daphne's access log, is skipped)."""
+    records = []
+    for line in log.splitlines():
+        if line.startswith("{"):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return records
+
+
+def logged(hub: LiveHub, *, request_id: str, contains: str = "", timeout: float = 5.0) -> list[str]:
+    """Messages logged for `request_id` (waiting until one contains `contains`)."""
     deadline = time.monotonic() + timeout
-    log = hub.log()
-    while needle not in log and time.monotonic() < deadline:
+    while True:
+        messages = [r["message"] for r in log_records(hub.log()) if r.get("request_id") == request_id]
+        if any(contains in message for message in messages) or time.monotonic() > deadline:
+            return messages
         time.sleep(0.05)
-        log = hub.log()
-    return log
