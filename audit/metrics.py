@@ -38,6 +38,10 @@ latency_seconds = Histogram(
 class EngineCollector(Collector):
     """Queue depth, running batch size and loaded models, read from the engine at scrape time."""
 
+    def describe(self) -> list[Any]:
+        # Without this the registry calls collect() at registration, i.e. at import, before the database exists.
+        return []
+
     def collect(self) -> Iterator[Any]:
         from inference.runtime import engine_client, engine_started
 
