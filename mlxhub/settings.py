@@ -338,3 +338,13 @@ MLXHUB_DOWNLOAD_LEASE_SECONDS = _env_float("MLXHUB_DOWNLOAD_LEASE_SECONDS", 60.0
 MLXHUB_MEMORY_BUDGET_BYTES = _env_int("MLXHUB_MEMORY_BUDGET_BYTES", 0)
 # huggingface_hub's HTTP client (httpx2) logs every request at INFO, as httpx does.
 LOGGING["loggers"]["httpx2"] = {"level": "WARNING"}  # type: ignore[index]
+
+# Routing
+# Upstream calls: attempts before the first byte reaches the client, backoff bounds, read timeout.
+MLXHUB_ROUTING_RETRY_ATTEMPTS = _env_int("MLXHUB_ROUTING_RETRY_ATTEMPTS", 3)
+MLXHUB_ROUTING_RETRY_INITIAL_SECONDS = _env_float("MLXHUB_ROUTING_RETRY_INITIAL_SECONDS", 0.2)
+MLXHUB_ROUTING_RETRY_MAX_SECONDS = _env_float("MLXHUB_ROUTING_RETRY_MAX_SECONDS", 2.0)
+MLXHUB_ROUTING_READ_TIMEOUT = _env_float("MLXHUB_ROUTING_READ_TIMEOUT", 600.0)
+# Circuit breaker per upstream: consecutive failures that open it, and the pause before one probe.
+MLXHUB_ROUTING_BREAKER_FAILURES = _env_int("MLXHUB_ROUTING_BREAKER_FAILURES", 5)
+MLXHUB_ROUTING_BREAKER_PAUSE_SECONDS = _env_float("MLXHUB_ROUTING_BREAKER_PAUSE_SECONDS", 30.0)

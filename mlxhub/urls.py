@@ -27,6 +27,7 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/catalog/", include("catalog.urls")),
+    path("api/routing/", include("routing.urls")),
     path("api/audit/", AuditLogView.as_view(), name="audit-list"),
     path("api/usage/", UsageView.as_view(), name="usage"),
     path("api/", include(router.urls)),

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from mlxhub.accounts.models import ApiKey, BudgetPeriod, Team, UsageLimits
 
 WINDOW_SECONDS = 60.0
-PERIOD_ADJECTIVE = {BudgetPeriod.DAY: "daily", BudgetPeriod.MONTH: "monthly"}
+PERIOD_ADJECTIVE: dict[str, str] = {BudgetPeriod.DAY: "daily", BudgetPeriod.MONTH: "monthly"}
 
 
 @dataclass(frozen=True)

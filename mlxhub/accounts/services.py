@@ -169,7 +169,8 @@ def _check_secret(secret: str, candidates: list[ApiKey]) -> ApiKey:
     presented = hash_secret(secret)
     matched = None
     # Compare even when no row matched, so the timing does not tell whether a prefix exists.
-    for candidate in candidates or [None]:
+    rows: list[ApiKey | None] = [*candidates] or [None]
+    for candidate in rows:
         expected = candidate.hashed_key if candidate is not None else "0" * 64
         if hmac.compare_digest(expected, presented) and candidate is not None:
             matched = candidate
