@@ -1,4 +1,7 @@
-"""The /v1 data plane (django-ninja, async): OpenAI-compatible endpoints."""
+"""The /v1 data plane (django-ninja, async): OpenAI-compatible endpoints, routed by routing rules.
+
+The Anthropic Messages endpoints live in ``inference.anthropic`` on the same ``api``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +43,11 @@ from inference.services import (
 from mlxhub.accounts.limits import LimitExceeded, Reservation, usage_reserve
 from mlxhub.accounts.models import ApiKey
 from mlxhub.accounts.services import ApiKeyError, api_key_aauthenticate, secret_from_headers
+from routing.backends import CircuitOpenError, UpstreamError
+from routing.constants import ANTHROPIC_DEFAULT_MAX_TOKENS
+from routing.proxy import BACKEND_HEADER, ClientProtocol, cloud_serve, error_as_openai
+from routing.services import Route, Target, routing_rule_aresolve
+from routing.translation import anthropic_error_body
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +81,17 @@ def _openai_error(request: HttpRequest, exc: OpenAIError) -> HttpResponse:
     logger.info("request refused: %s %s param=%s (%s)", exc.status, exc.code or "-", exc.param or "-", exc)
     if _authed(request):
         _governed_for(request).close(status=exc.status, error_type=exc.code or "error")
+    if wants_anthropic(request):
+        response = JsonResponse(anthropic_error_body(status=exc.status, message=str(exc)), status=exc.status)
+        for name, value in exc.headers.items():
+            response[name] = value
+        return response
     return error_response(exc)
+
+
+def wants_anthropic(request: HttpRequest) -> bool:
+    """Anthropic's endpoints answer errors in Anthropic's shape: {"type": "error", "error": {...}}."""
+    return request.path.startswith("/v1/messages")
 
 
 # Pydantic's error types for a body that is JSON but not an object (an array, null, a number).
@@ -113,27 +131,73 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 @api.exception_handler(Exception)
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     logger.exception("unexpected error on %s", request.path)
-    if _authed(request):
-        _governed_for(request).close(status=500, error_type="internal_error")
-    return error_response(
+    return _openai_error(
+        request,
         OpenAIError(
             "The server had an error while processing your request; the request id is in the logs.",
             status=500,
             code="internal_error",
-        )
+        ),
+    )
+
+
+def model_not_found(model_name: str) -> OpenAIError:
+    return OpenAIError(
+        f"The model '{model_name}' does not exist or you do not have access to it.",
+        status=404,
+        code="model_not_found",
+        param="model",
     )
 
 
 async def _resolve_profile(model_name: str, api_key: ApiKey) -> Profile:
     profile = await profile_for_model_name(name=model_name)
     if profile is None or not api_key.allows_model(model_name):
-        raise OpenAIError(
-            f"The model '{model_name}' does not exist or you do not have access to it.",
-            status=404,
-            code="model_not_found",
-            param="model",
-        )
+        raise model_not_found(model_name)
     return profile
+
+
+async def route_for(model_name: str, api_key: ApiKey) -> Route:
+    """The key's allow-list applies to the name the client asked for, whatever the route."""
+    if not api_key.allows_model(model_name):
+        raise model_not_found(model_name)
+    return await routing_rule_aresolve(model_name=model_name)
+
+
+# Local refusals that mean "not here, try the next target": the engine's full queue, a model that
+# cannot load, a profile that does not exist (or is disabled).
+FALL_THROUGH_CODES = frozenset({"queue_full", "model_load_failed", "model_not_found"})
+
+
+async def serve_routed(
+    governed: Governed,
+    route: Route,
+    *,
+    local: Callable[[Profile], Awaitable[HttpResponseBase]],
+    cloud: Callable[[Target], Awaitable[HttpResponseBase]],
+) -> HttpResponseBase:
+    """Try the route's targets in order; fall through only while nothing has reached the client."""
+    for position, target in enumerate(route.targets):
+        governed.audit.backend = target.backend
+        governed.audit.model_served = target.profile or target.model
+        try:
+            if target.is_local:
+                profile = await profile_for_model_name(name=target.profile)
+                if profile is None:
+                    raise model_not_found(route.model)
+                response = await local(profile)
+            else:
+                response = await cloud(target)
+            response[BACKEND_HEADER] = target.backend
+            return response
+        except UpstreamError as exc:
+            error, falls = error_as_openai(exc), exc.retryable or isinstance(exc, CircuitOpenError)
+        except OpenAIError as exc:
+            error, falls = exc, exc.code in FALL_THROUGH_CODES
+        if position == len(route.targets) - 1 or not falls:
+            raise error
+        logger.warning("falling through from %s for %s: %s", target.backend, route.model, error)
+    raise AssertionError("unreachable: a route has at least one target")
 
 
 def _model_card(profile: Profile, stats: dict[str, Any]) -> dict[str, Any]:
@@ -222,7 +286,7 @@ class Governed:
             "completion_tokens": 0,
             "cached_tokens": 0,
         }
-        request.governed = self  # type: ignore[attr-defined]  (the error handlers close it)
+        request.governed = self  # type: ignore[attr-defined]  # the error handlers close it
 
     def observe(self, event: EngineEvent) -> None:
         """Track what the engine has reported, so an abandoned request still settles to real counts."""
@@ -253,6 +317,8 @@ class Governed:
         )
 
     def reserve(self, cost: int) -> None:
+        if self.reservation is not None:  # a fallback attempt: the first target's reservation stands
+            return
         try:
             self.reservation = usage_reserve(api_key=self.api_key, cost=cost)
         except LimitExceeded as exc:
@@ -533,6 +599,7 @@ async def _serve(
     fmt: Format,
     *,
     stream_response: bool,
+    relay: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None,
 ) -> HttpResponseBase:
     governed.reserve(_estimated_cost(generation, profile.effective_context_length()))
     loop = asyncio.get_running_loop()
@@ -545,26 +612,65 @@ async def _serve(
         text, finish = await _collect(stream, governed, deadline)
         governed.close(status=200, finish=finish)
         return JsonResponse(fmt.body(text, finish))
-    return _streaming_response(_stream_events(stream, fmt, governed, deadline))
+    chunks = _stream_events(stream, fmt, governed, deadline)
+    return _streaming_response(relay(chunks) if relay else chunks)
+
+
+def cloud_cost(messages: Any, max_tokens: int | None) -> int:
+    """Bytes of the messages bound their tokens (as for local models); no max_tokens: Anthropic's default."""
+    return len(json.dumps(messages).encode()) + (max_tokens or ANTHROPIC_DEFAULT_MAX_TOKENS)
 
 
 @api.post("/chat/completions", summary="Create a chat completion")
 async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest) -> HttpResponseBase:
     governed = Governed(request, endpoint=ChatFormat.endpoint, model=payload.model, streamed=payload.stream)
-    profile = await _resolve_profile(payload.model, governed.api_key)
-    generation = chat_request(payload=payload, profile=profile, request_id=governed.audit.request_id)
+    route = await route_for(payload.model, governed.api_key)
     logger.info("chat completion model=%s stream=%s user=%s", payload.model, payload.stream, payload.user or "-")
     include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
-    fmt = ChatFormat(payload.model, include_usage)
-    return await _serve(governed, generation, profile, fmt, stream_response=payload.stream)
+
+    async def local(profile: Profile) -> HttpResponseBase:
+        generation = chat_request(payload=payload, profile=profile, request_id=governed.audit.request_id)
+        fmt = ChatFormat(payload.model, include_usage)
+        return await _serve(governed, generation, profile, fmt, stream_response=payload.stream)
+
+    async def cloud(target: Target) -> HttpResponseBase:
+        body = payload.model_dump(exclude_none=True)
+        governed.reserve(cloud_cost(body["messages"], payload.max_completion_tokens or payload.max_tokens))
+        return await cloud_serve(
+            governed=governed,
+            target=target,
+            client=ClientProtocol.OPENAI,
+            body=body,
+            requested_model=payload.model,
+            stream=payload.stream,
+            include_usage=include_usage,
+        )
+
+    return await serve_routed(governed, route, local=local, cloud=cloud)
 
 
 @api.post("/completions", summary="Create a completion")
 async def completions(request: HttpRequest, payload: CompletionRequest) -> HttpResponseBase:
     governed = Governed(request, endpoint=CompletionFormat.endpoint, model=payload.model, streamed=payload.stream)
-    profile = await _resolve_profile(payload.model, governed.api_key)
-    generation = completion_request(payload=payload, profile=profile, request_id=governed.audit.request_id)
+    route = await route_for(payload.model, governed.api_key)
     logger.info("completion model=%s stream=%s user=%s", payload.model, payload.stream, payload.user or "-")
     include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
-    fmt = CompletionFormat(payload.model, include_usage)
-    return await _serve(governed, generation, profile, fmt, stream_response=payload.stream)
+
+    async def local(profile: Profile) -> HttpResponseBase:
+        generation = completion_request(payload=payload, profile=profile, request_id=governed.audit.request_id)
+        fmt = CompletionFormat(payload.model, include_usage)
+        return await _serve(governed, generation, profile, fmt, stream_response=payload.stream)
+
+    async def cloud(target: Target) -> HttpResponseBase:
+        # Text completions are a legacy endpoint Anthropic lacks; cloud targets serve chat and messages only.
+        raise OpenAIError(
+            f"The model '{payload.model}' is routed to a cloud provider, which serves chat completions only.",
+            status=400,
+            code="unsupported_backend",
+            param="model",
+        )
+
+    return await serve_routed(governed, route, local=local, cloud=cloud)
+
+
+from inference import anthropic as _anthropic  # noqa: E402, F401  (registers /v1/messages on `api`)

@@ -50,10 +50,24 @@ class ImagePart(StrictModel):
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
+class ToolCallFunction(StrictModel):
+    name: Text
+    arguments: Text
+
+
+class ToolCall(StrictModel):
+    id: Text
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(StrictModel):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[ContentPart] | None = None
     name: Text | None = None
+    # Carried to cloud upstreams (translated for Anthropic); the local engine refuses them.
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: Text | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -127,3 +141,45 @@ class CompletionRequest(SamplingFields):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
+
+
+# The Anthropic Messages API (POST /v1/messages).
+ANTHROPIC_BLOCK_TYPES = frozenset({"text", "image", "tool_use", "tool_result"})
+
+
+def _blocks(value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    if isinstance(value, list):
+        for block in value:
+            if block.get("type") not in ANTHROPIC_BLOCK_TYPES:
+                raise ValueError(f"content block type {block.get('type')!r} is not supported")
+            if block["type"] == "text" and not isinstance(block.get("text"), str):
+                raise ValueError("a text block needs a 'text' string")
+            if isinstance(block.get("text"), str):
+                _utf8(block["text"])
+    return value
+
+
+Blocks = Annotated[Text | list[dict[str, Any]], AfterValidator(_blocks)]
+
+
+class AnthropicMessage(StrictModel):
+    role: Literal["user", "assistant"]
+    content: Blocks
+
+
+class AnthropicCountTokensRequest(StrictModel):
+    model: Text = Field(min_length=1, max_length=200)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    system: Blocks | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+
+
+class AnthropicMessagesRequest(AnthropicCountTokensRequest):
+    max_tokens: int = Field(ge=1)
+    stop_sequences: list[Text] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    stream: bool = False
+    metadata: dict[str, Any] | None = None

@@ -43,6 +43,8 @@ def refuse_unsupported(payload: SamplingFields) -> None:
                 param="response_format",
             )
         for index, message in enumerate(payload.messages):
+            if message.role == "tool" or message.tool_calls:
+                raise OpenAIError("Tool calling is not supported by local models yet.", param=f"messages[{index}]")
             if isinstance(message.content, list):
                 for part_index, part in enumerate(message.content):
                     if isinstance(part, ImagePart):

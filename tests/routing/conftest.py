@@ -1,0 +1,60 @@
+"""Rows for the routing tests: a team with alice (admin), bob (member), charlie (viewer); a profile; credentials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cryptography.fernet import Fernet
+from django.contrib.auth.models import AbstractUser
+
+from catalog.models import LocalModel, Profile
+from mlxhub.accounts.models import Role, Team
+from routing.models import ProviderCredential
+from routing.services import credential_create
+from tests.mlxhub.factories import make_user
+
+SECRET = "sk-test-abcdefghijklmnop-WXYZ"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def own_encryption_keys(settings: Any) -> list[str]:
+    """A key of this test's own, so no test writes a key file into a shared MLXHUB_HOME."""
+    settings.MLXHUB_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    return settings.MLXHUB_ENCRYPTION_KEYS
+
+
+@pytest.fixture
+def team(db: None) -> Team:
+    return Team.objects.create(name="Research", slug="research")
+
+
+@pytest.fixture
+def alice(team: Team) -> AbstractUser:
+    return make_user("alice", team=team, role=Role.ADMIN)
+
+
+@pytest.fixture
+def bob(team: Team) -> AbstractUser:
+    return make_user("bob", team=team, role=Role.MEMBER)
+
+
+@pytest.fixture
+def charlie(team: Team) -> AbstractUser:
+    return make_user("charlie", team=team, role=Role.VIEWER)
+
+
+@pytest.fixture
+def profile(db: None) -> Profile:
+    local_model = LocalModel.objects.create(repo_id="local/tiny", path="/models/tiny")
+    return Profile.objects.create(name="tiny", local_model=local_model)
+
+
+@pytest.fixture
+def credential(db: None) -> ProviderCredential:
+    return credential_create(name="anthropic-main", provider="anthropic", secret=SECRET)
