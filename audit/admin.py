@@ -9,28 +9,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils.functional import cached_property
 
+from audit.constants import AUDIT_FIELDS
 from audit.models import AdminAction, AuditLog
 
-CSV_FIELDS = [
-    "created_at",
-    "request_id",
-    "user_id",
-    "key_prefix",
-    "team_id",
-    "endpoint",
-    "model_requested",
-    "model_served",
-    "backend",
-    "status_code",
-    "error_type",
-    "latency_ms",
-    "ttft_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "streamed",
-    "cancelled",
-]
+
+def _csv_values(row: AuditLog) -> list[object]:
+    values: list[object] = []
+    for name in AUDIT_FIELDS:
+        value = getattr(row, name)
+        values.append("" if value is None else value.get_username() if name == "user" else value)
+    return values
 
 
 class FixedCountPaginator(Paginator):
@@ -89,9 +77,9 @@ class AuditLogAdmin(ReadOnlyAdmin):
     @admin.action(description="Export selected rows as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet[AuditLog]) -> StreamingHttpResponse:
         writer = csv.writer(_Echo())
-        rows = (writer.writerow([getattr(row, name) for name in CSV_FIELDS]) for row in queryset.iterator())
+        rows = (writer.writerow(_csv_values(row)) for row in queryset.select_related("user", "team").iterator())
         response = StreamingHttpResponse(
-            (line for chunk in ([writer.writerow(CSV_FIELDS)], rows) for line in chunk), content_type="text/csv"
+            (line for chunk in ([writer.writerow(AUDIT_FIELDS)], rows) for line in chunk), content_type="text/csv"
         )
         response["Content-Disposition"] = 'attachment; filename="mlxhub-audit.csv"'
         return response

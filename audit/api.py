@@ -28,26 +28,7 @@ class AuditLogSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditLog
-        fields = [
-            "created_at",
-            "request_id",
-            "user",
-            "key_prefix",
-            "team",
-            "endpoint",
-            "model_requested",
-            "model_served",
-            "backend",
-            "status_code",
-            "error_type",
-            "latency_ms",
-            "ttft_ms",
-            "prompt_tokens",
-            "completion_tokens",
-            "cached_tokens",
-            "streamed",
-            "cancelled",
-        ]
+        fields = AUDIT_FIELDS
 
 
 class AuditQuery(serializers.Serializer):

@@ -29,7 +29,9 @@ def _log_failure(request: HttpRequest, response: HttpResponseBase) -> None:
         logger.info("%s %s -> %s", request.method, request.path, response.status_code)
 
 
-class RequestIdMiddleware:
+class HybridMiddleware:
+    """Django middleware that runs natively in both sync and async stacks."""
+
     sync_capable = True
     async_capable = True
 
@@ -39,6 +41,8 @@ class RequestIdMiddleware:
         if self.is_async:
             markcoroutinefunction(self)
 
+
+class RequestIdMiddleware(HybridMiddleware):
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
             return self.__acall__(request)
@@ -64,18 +68,9 @@ class RequestIdMiddleware:
         return response
 
 
-class OpenAIErrorShapeMiddleware:
+class OpenAIErrorShapeMiddleware(HybridMiddleware):
     """Errors under /v1 that Django or ninja answer in plain text (405, 413, a
     body too large to read) are rewritten in OpenAI's error shape."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:

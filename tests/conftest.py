@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -45,8 +46,13 @@ class LiveHub:
 
     def manage(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True,
-            check=check, timeout=300,
+            [sys.executable, "manage.py", *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=300,
         )
 
     def log(self) -> str:
@@ -93,13 +99,17 @@ def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path, 
 def start_hub(home: Path, **extra_env: str) -> LiveHub:
     home.mkdir(parents=True, exist_ok=True)
     env = hub_env(home, **extra_env)
-    subprocess.run([sys.executable, "manage.py", "bootstrap"], cwd=REPO, env=env, check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(
+        [sys.executable, "manage.py", "bootstrap"], cwd=REPO, env=env, check=True, capture_output=True, timeout=300
+    )
     port = free_port()
     log_path = home / "server.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "mlxhub.asgi:application"],
-        cwd=REPO, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        cwd=REPO,
+        env=env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
     wait_ready(base_url, process, log_path)
@@ -121,3 +131,46 @@ def live_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveHub]:
     hub = start_hub(tmp_path_factory.mktemp("live-hub"))
     yield hub
     stop_hub(hub)
+
+
+# ---- named users for permission cases: alice (team admin), bob (member), charlie (viewer) ----------------
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings: Any) -> None:
+    # PBKDF2 at production strength costs about a second per user; no test here checks hashing strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def team(db: None) -> Any:
+    from mlxhub.accounts.models import Team
+
+    return Team.objects.create(name="Research", slug="research")
+
+
+@pytest.fixture
+def alice(team: Any) -> Any:
+    """Team admin."""
+    from mlxhub.accounts.models import Role
+    from tests.mlxhub.factories import make_user
+
+    return make_user("alice", team=team, role=Role.ADMIN)
+
+
+@pytest.fixture
+def bob(team: Any) -> Any:
+    """Team member."""
+    from mlxhub.accounts.models import Role
+    from tests.mlxhub.factories import make_user
+
+    return make_user("bob", team=team, role=Role.MEMBER)
+
+
+@pytest.fixture
+def charlie(team: Any) -> Any:
+    """Team viewer."""
+    from mlxhub.accounts.models import Role
+    from tests.mlxhub.factories import make_user
+
+    return make_user("charlie", team=team, role=Role.VIEWER)

@@ -25,16 +25,6 @@ pytestmark = pytest.mark.usefixtures("hub_settings")
 API = "/api/catalog"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def team(db) -> Team:
-    return Team.objects.create(name="Research", slug="research")
-
-
 def client_for(username: str, team: Team, role: Role) -> APIClient:
     make_user(username, team=team, role=role)
     api_client = APIClient()
@@ -44,7 +34,7 @@ def client_for(username: str, team: Team, role: Role) -> APIClient:
 
 @pytest.fixture
 def alice(team: Team) -> APIClient:
-    """Admin."""
+    """Admin, logged in (the root conftest's alice is a user; here she is her API client)."""
     return client_for("alice", team, Role.ADMIN)
 
 

@@ -6,20 +6,12 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from django.contrib.auth.models import AbstractUser
 
 from catalog.models import LocalModel, Profile
-from mlxhub.accounts.models import Role, Team
 from routing.models import ProviderCredential
 from routing.services import credential_create
-from tests.mlxhub.factories import make_user
 
 SECRET = "sk-test-abcdefghijklmnop-WXYZ"
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)
@@ -27,26 +19,6 @@ def own_encryption_keys(settings: Any) -> list[str]:
     """A key of this test's own, so no test writes a key file into a shared MLXHUB_HOME."""
     settings.MLXHUB_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
     return settings.MLXHUB_ENCRYPTION_KEYS
-
-
-@pytest.fixture
-def team(db: None) -> Team:
-    return Team.objects.create(name="Research", slug="research")
-
-
-@pytest.fixture
-def alice(team: Team) -> AbstractUser:
-    return make_user("alice", team=team, role=Role.ADMIN)
-
-
-@pytest.fixture
-def bob(team: Team) -> AbstractUser:
-    return make_user("bob", team=team, role=Role.MEMBER)
-
-
-@pytest.fixture
-def charlie(team: Team) -> AbstractUser:
-    return make_user("charlie", team=team, role=Role.VIEWER)
 
 
 @pytest.fixture
