@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.constants import AUDIT_FIELDS
 from audit.metrics import REGISTRY
 from audit.models import AuditLog
 from audit.selectors import USAGE_GROUPS, USAGE_PERIODS, audit_rows_filtered, usage_summary
