@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import close_old_connections, models, transaction
+from django.db import DataError, IntegrityError, close_old_connections, models, transaction
 from django.utils import timezone
 
 from audit.constants import AUDIT_BATCH_SIZE, AUDIT_FLUSH_SECONDS, AUDIT_WRITE_ATTEMPTS, PURGE_BATCH_SIZE
@@ -115,13 +115,36 @@ class AuditWriter:
                 close_old_connections()
                 AuditLog.objects.bulk_create(batch)
                 return
+            except (IntegrityError, DataError):
+                # One bad row (a user deleted mid-request) must not take the batch with it.
+                self._write_one_by_one(batch)
+                return
             except Exception:
                 logger.warning("audit write failed (attempt %d of %d)", attempt, AUDIT_WRITE_ATTEMPTS, exc_info=True)
                 time.sleep(min(2.0, 0.1 * 2**attempt))
         for row in batch:
-            logger.error(
-                "audit row lost after retries: %s", {f.name: getattr(row, f.attname) for f in row._meta.fields}
-            )
+            _log_lost(row)
+
+    @staticmethod
+    def _write_one_by_one(batch: list[AuditLog]) -> None:
+        for row in batch:
+            try:
+                with transaction.atomic():
+                    row.save(force_insert=True)
+                continue
+            except (IntegrityError, DataError):
+                pass
+            # Keep the row without the links that no longer exist.
+            row.user_id = row.team_id = None
+            try:
+                with transaction.atomic():
+                    row.save(force_insert=True)
+            except (IntegrityError, DataError):
+                _log_lost(row)
+
+
+def _log_lost(row: AuditLog) -> None:
+    logger.error("audit row lost: %s", {field.name: getattr(row, field.attname) for field in row._meta.fields})
 
 
 audit_writer = AuditWriter()

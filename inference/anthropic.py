@@ -56,24 +56,28 @@ def _chat_payload(body: dict[str, Any], model: str) -> ChatCompletionRequest:
 async def _to_anthropic_stream(chunks: AsyncIterator[bytes], model: str) -> AsyncIterator[bytes]:
     """OpenAI SSE bytes from the local serving path → Anthropic events (heartbeats become pings)."""
     translator = OpenAIToAnthropicStream(model=model)
+    errored = False
     try:
         async for piece in chunks:
             if piece.startswith(b":"):
                 yield sse_anthropic("ping", {"type": "ping"})
                 continue
             for line in piece.split(b"\n"):
-                if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                if errored or not line.startswith(b"data: ") or line == b"data: [DONE]":
                     continue
                 data = json.loads(line[6:])
                 if "error" in data:
                     error = data["error"]
                     status = 504 if error.get("code") == "timeout" else 500
                     yield sse_anthropic("error", anthropic_error_body(status=status, message=error.get("message", "")))
-                    return
+                    # Keep draining: the serving path then ends on its own and records the real status.
+                    errored = True
+                    continue
                 for event, payload in translator.feed(data):
                     yield sse_anthropic(event, payload)
-        for event, payload in translator.finish():
-            yield sse_anthropic(event, payload)
+        if not errored:
+            for event, payload in translator.finish():
+                yield sse_anthropic(event, payload)
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]  # frees the engine slot when the client left
 

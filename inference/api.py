@@ -177,6 +177,22 @@ async def serve_routed(
     cloud: Callable[[Target], Awaitable[HttpResponseBase]],
 ) -> HttpResponseBase:
     """Try the route's targets in order; fall through only while nothing has reached the client."""
+    try:
+        return await _serve_targets(governed, route, local=local, cloud=cloud)
+    except asyncio.CancelledError:
+        # The client left while the view was still waiting (admission, a load, an upstream).
+        if not governed.abandoned:
+            governed.close(status=499, error_type="client_disconnected", cancelled=True)
+        raise
+
+
+async def _serve_targets(
+    governed: Governed,
+    route: Route,
+    *,
+    local: Callable[[Profile], Awaitable[HttpResponseBase]],
+    cloud: Callable[[Target], Awaitable[HttpResponseBase]],
+) -> HttpResponseBase:
     for position, target in enumerate(route.targets):
         governed.audit.backend = target.backend
         governed.audit.model_served = target.profile or target.model
@@ -340,17 +356,22 @@ class Governed:
         audit.status_code = status
         audit.error_type = error_type
         audit.cancelled = cancelled or (finish is not None and finish["finish_reason"] == "cancelled")
-        if finish is not None:
-            audit.prompt_tokens = finish["prompt_tokens"]
-            audit.completion_tokens = finish["completion_tokens"]
-            audit.cached_tokens = finish["cached_tokens"]
+        # Without a finish (timeout, failure, a client gone) what the engine reported so far is what was used.
+        counts = finish if finish is not None else self.seen
+        audit.prompt_tokens = counts["prompt_tokens"]
+        audit.completion_tokens = counts["completion_tokens"]
+        audit.cached_tokens = counts["cached_tokens"]
         if self.reservation is not None:
-            self.reservation.settle(audit.prompt_tokens + audit.completion_tokens)
+            try:
+                self.reservation.settle(audit.prompt_tokens + audit.completion_tokens)
+            except Exception:  # a store outage must not lose the audit row or fail a finished response
+                logger.exception("could not settle the usage reservation")
         latency = time.monotonic() - audit.started
         ttft = None if audit.first_token_at is None else audit.first_token_at - audit.started
         request_observe(
             endpoint=audit.endpoint,
-            model=audit.model_requested,
+            # The served name, never the client's free text: every label value is a new series.
+            model=audit.model_served or "unknown",
             backend=audit.backend,
             status=status,
             prompt_tokens=audit.prompt_tokens,

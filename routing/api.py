@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.models import AdminAction
 from audit.services import admin_action_record
 from mlxhub.accounts.models import Role
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule, validate_target
@@ -50,7 +51,7 @@ class CredentialViewSet(viewsets.ModelViewSet):  # type: ignore[type-arg]
 
     @transaction.atomic
     def perform_destroy(self, instance: ProviderCredential) -> None:
-        admin_action_record(actor=self.request.user, action="routing.credential.delete", obj=instance)  # type: ignore[arg-type]
+        admin_action_record(actor=self.request.user, action=AdminAction.Action.DELETED, obj=instance)  # type: ignore[arg-type]
         instance.delete()
 
 
@@ -111,7 +112,7 @@ class RuleSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         rule = RoutingRule.objects.create(**validated_data)
         for fallback in fallbacks:
             RoutingFallback.objects.create(rule=rule, **fallback)
-        admin_action_record(actor=self.context["request"].user, action="routing.rule.create", obj=rule)
+        admin_action_record(actor=self.context["request"].user, action=AdminAction.Action.CREATED, obj=rule)
         return rule
 
     @transaction.atomic
@@ -126,7 +127,7 @@ class RuleSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
                 RoutingFallback.objects.create(rule=instance, **fallback)
         changes = {name: str(value) for name, value in validated_data.items()}
         admin_action_record(
-            actor=self.context["request"].user, action="routing.rule.update", obj=instance, changes=changes
+            actor=self.context["request"].user, action=AdminAction.Action.CHANGED, obj=instance, changes=changes
         )
         return instance
 
@@ -139,7 +140,7 @@ class RuleViewSet(viewsets.ModelViewSet):  # type: ignore[type-arg]
 
     @transaction.atomic
     def perform_destroy(self, instance: RoutingRule) -> None:
-        admin_action_record(actor=self.request.user, action="routing.rule.delete", obj=instance)  # type: ignore[arg-type]
+        admin_action_record(actor=self.request.user, action=AdminAction.Action.DELETED, obj=instance)  # type: ignore[arg-type]
         instance.delete()
 
 

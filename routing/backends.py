@@ -89,6 +89,11 @@ class CircuitBreaker:
         with self._lock:
             self.failures, self.opened_at, self.probing = 0, None, False
 
+    def release_probe(self) -> None:
+        """The probe ended without a verdict (its client left): let the next request probe."""
+        with self._lock:
+            self.probing = False
+
     def record_failure(self) -> None:
         with self._lock:
             self.failures += 1
@@ -243,6 +248,11 @@ async def _attempt(
             code="upstream_error",
             retryable=True,
         ) from exc
+    except BaseException:  # cancelled, or a secret that no longer decrypts: no verdict on the upstream
+        breaker.release_probe()
+        if response is not None:
+            await response.aclose()
+        raise
 
 
 async def upstream_call(

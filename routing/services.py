@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from audit.models import AdminAction
 from audit.services import admin_action_record
 from catalog.models import Profile
 from mlxhub import crypto
@@ -32,7 +33,7 @@ def credential_create(
     credential.full_clean(exclude=["encrypted_secret", "secret_last_four"])
     _set_secret(credential, secret)
     credential.save()
-    admin_action_record(actor=actor, action="routing.credential.create", obj=credential, changes={"provider": provider})
+    admin_action_record(actor=actor, action=AdminAction.Action.CREATED, obj=credential, changes={"provider": provider})
     return credential
 
 
@@ -47,7 +48,7 @@ def credential_update(
         _set_secret(credential, secret)
     credential.save()
     changes = {**{name: str(value) for name, value in fields.items()}, **({"secret": "changed"} if secret else {})}
-    admin_action_record(actor=actor, action="routing.credential.update", obj=credential, changes=changes)
+    admin_action_record(actor=actor, action=AdminAction.Action.CHANGED, obj=credential, changes=changes)
     return credential
 
 

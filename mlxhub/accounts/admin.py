@@ -67,12 +67,17 @@ class TeamAdmin(admin.ModelAdmin):
                 continue
             if inline_form.cleaned_data.get("user") is None:
                 continue
+            if membership.pk and membership.user_id != inline_form.initial.get("user"):
+                # The row now names another user: the old membership ends, it is not handed over.
+                membership_remove(membership=Membership.objects.get(pk=membership.pk), actor=actor)  # type: ignore[arg-type]
             membership_set(
                 team=form.instance,
                 user=inline_form.cleaned_data["user"],
                 role=inline_form.cleaned_data["role"],
                 actor=actor,  # type: ignore[arg-type]
             )
+        # Django's change message reads what formset.save() would have set.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
 
 class ApiKeyAddForm(forms.ModelForm):

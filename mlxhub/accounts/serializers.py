@@ -4,7 +4,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from mlxhub.accounts.models import ApiKey, Team
+from mlxhub.accounts.models import ApiKey, Role, Team
+from mlxhub.accounts.selectors import user_role
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -37,6 +38,22 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
     def get_revoked(self, api_key: ApiKey) -> bool:
         return api_key.is_revoked
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Limits and a key's team are the admins' to set: a member cannot lift their own limits."""
+        user = self.context["request"].user
+        if user_role(user=user) == Role.ADMIN:
+            return attrs
+        if any(name in attrs for name in ("rpm", "tpm", "max_concurrent", "token_budget", "budget_period")):
+            raise serializers.ValidationError("Only admins set a key's limits.")
+        if self.instance is not None and "team" in attrs:
+            raise serializers.ValidationError({"team": "Only admins move a key to another team."})
+        if self.instance is None and attrs.get("team") is None:
+            teams = list(Team.objects.filter(memberships__user=user)[:2])
+            if len(teams) != 1:
+                raise serializers.ValidationError({"team": "Choose one of your teams."})
+            attrs["team"] = teams[0]  # a member's key always answers to their team's limits
+        return attrs
 
     def validate_team(self, team: Team | None) -> Team | None:
         request = self.context["request"]

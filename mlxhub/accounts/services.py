@@ -176,6 +176,8 @@ def _check_secret(secret: str, candidates: list[ApiKey]) -> ApiKey:
             matched = candidate
     if matched is None:
         raise ApiKeyError("Incorrect API key provided.")
+    if not matched.owner.is_active:
+        raise ApiKeyError("The owner of this API key is deactivated.", code="inactive_owner")
     if matched.is_revoked:
         raise ApiKeyError("This API key has been revoked.", code="revoked_api_key")
     if matched.is_expired():

@@ -214,3 +214,53 @@ def test_teams_take_limits_from_admins_only(alice, bob):
     assert response.json()["token_budget"] == 2_000_000
     detail = api.get(f"/api/teams/{response.json()['id']}/").json()
     assert detail["usage"] == {"requests_in_window": 0, "tokens_in_window": 0, "concurrent": 0, "budget_used": 0}
+
+
+def test_a_team_saved_in_the_admin_with_a_new_member_is_audited(client):
+    admin_user = make_user("root", is_superuser=True, is_staff=True)
+    erin = make_user("erin")
+    client.force_login(admin_user)
+
+    response = client.post(
+        "/admin/accounts/team/add/",
+        {
+            "name": "Platform",
+            "slug": "platform",
+            "budget_period": "month",
+            "memberships-TOTAL_FORMS": "1",
+            "memberships-INITIAL_FORMS": "0",
+            "memberships-MIN_NUM_FORMS": "0",
+            "memberships-MAX_NUM_FORMS": "1000",
+            "memberships-0-user": erin.pk,
+            "memberships-0-role": "member",
+        },
+    )
+
+    assert response.status_code == 302, response.content[:800]
+    assert Membership.objects.filter(team__slug="platform", user=erin, role="member").exists()
+    kinds = set(AdminAction.objects.values_list("object_type", "action"))
+    assert {("accounts.Team", "created"), ("accounts.Membership", "created")} <= kinds
+
+
+def test_a_member_cannot_lift_the_limits_of_their_own_key(bob):
+    created = api_key_create(owner=bob, name="mine", team=bob.teams.first())
+    api = APIClient()
+    api.force_authenticate(bob)
+
+    lifted = api.patch(f"/api/keys/{created.api_key.pk}/", {"token_budget": None, "team": None}, format="json")
+    new_key = api.post("/api/keys/", {"name": "fresh"}, format="json")
+
+    assert lifted.status_code == 400
+    assert new_key.status_code == 201 and new_key.json()["team"] == "research"
+
+
+def test_the_keys_of_a_deactivated_user_stop_working(bob):
+    created = api_key_create(owner=bob, name="mine")
+    bob.is_active = False
+    bob.save()
+    api = APIClient()
+
+    response = api.get("/api/keys/", HTTP_AUTHORIZATION=f"Bearer {created.secret}")
+
+    assert response.status_code in (401, 403)
+    assert "deactivated" in response.json()["detail"]
