@@ -48,14 +48,16 @@ class EngineCollector(Collector):
         waiting = GaugeMetricFamily("mlxhub_queue_depth", "Requests waiting to join the batch.", labels=["model"])
         running = GaugeMetricFamily("mlxhub_batch_size", "Sequences decoding in the batch.", labels=["model"])
         loaded = GaugeMetricFamily("mlxhub_models_loaded", "Models loaded in this process.")
+        memory = GaugeMetricFamily("mlxhub_model_weights_bytes", "Bytes of a loaded model's weights.", labels=["model"])
         cache = GaugeMetricFamily("mlxhub_prefix_cache_bytes", "Bytes held by the prefix cache.")
         models = engine_client().stats().get("models", {}) if engine_started() else {}
         for key, stats in models.items():
             waiting.add_metric([key], stats.get("waiting", 0))
             running.add_metric([key], stats.get("decoding", 0))
+            memory.add_metric([key], stats.get("weights_bytes", 0))
         loaded.add_metric([], len(models))
         cache.add_metric([], max((stats.get("prefix_cache_bytes", 0) for stats in models.values()), default=0))
-        yield from (waiting, running, loaded, cache)
+        yield from (waiting, running, loaded, memory, cache)
         yield self._downloads()
 
     @staticmethod

@@ -224,6 +224,7 @@ def _model_card(profile: Profile, stats: dict[str, Any]) -> dict[str, Any]:
         "created": int(profile.created_at.timestamp()),
         "owned_by": OWNED_BY,
         "state": model_stats.get("state", "unloaded"),
+        "memory_bytes": model_stats.get("weights_bytes", 0),
         "kind": profile.local_model.kind,
         "context_length": profile.effective_context_length(),
     }

@@ -7,6 +7,7 @@ methods; views depend only on ``EngineClient`` and ``RequestStream``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -89,10 +90,8 @@ class InProcessEngineClient:
         stream = RequestStream(cancel=lambda: self.engine.cancel(request.request_id, request.model["key"]))
 
         def sink(event: EngineEvent) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the caller's event loop is closed: nobody is listening
                 loop.call_soon_threadsafe(stream.push, event)
-            except RuntimeError:
-                pass  # the caller's event loop is closed: nobody is listening
 
         self.engine.submit(request, sink)
         return stream

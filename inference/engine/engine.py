@@ -69,6 +69,8 @@ class LoadedModel:
     uid_by_request: dict[str, int] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
+    weights_bytes: int = 0  # measured from the loaded arrays, not guessed from a parameter count
+    published: tuple[Any, ...] = ()  # what _publish_stats last wrote, to skip unchanged decode steps
 
 
 def _context_length(path: str, override: int | None) -> int:
@@ -82,6 +84,16 @@ def _context_length(path: str, override: int | None) -> int:
         if isinstance(config.get(name), int):
             return int(config[name])
     return DEFAULT_CONTEXT_LENGTH
+
+
+def _keeping_leading_space(detokenizer: Any) -> Any:
+    """mlx-lm's streaming detokenizers drop the first token's leading space (a chat-UI habit);
+    an API must return exactly what the model produced (" the" after "once upon a time")."""
+    if hasattr(detokenizer, "trim_space"):
+        detokenizer.trim_space = False
+    if hasattr(detokenizer, "_maybe_trim_space"):
+        detokenizer._maybe_trim_space = lambda text: text
+    return detokenizer
 
 
 class Engine:
@@ -202,7 +214,7 @@ class Engine:
         from mlx_lm.generate import BatchGenerator, StopSequences
 
         started = time.perf_counter()
-        model, tokenizer = mlx_lm.load(spec["path"])
+        model, tokenizer = mlx_lm.load(spec["path"])[:2]  # the 3-tuple form only comes with return_config
         batch = BatchGenerator(
             model,
             completion_batch_size=self.config.max_batch,
@@ -217,6 +229,9 @@ class Engine:
             batch=batch,
             stop_sequences=StopSequences([(token,) for token in sorted(tokenizer.eos_token_ids)]),
         )
+        from mlx.utils import tree_flatten
+
+        loaded.weights_bytes = sum(array.nbytes for _, array in tree_flatten(model.parameters()))
         self._models[spec["key"]] = loaded
         logger.info("loaded model %s in %.2fs", spec["path"], time.perf_counter() - started)
         self._publish_stats(loaded)
@@ -250,14 +265,27 @@ class Engine:
                 raise EngineError("The prompt is empty.", status=400, code="invalid_request_error", param=param)
             vocab_size = loaded.model.args.vocab_size if hasattr(loaded.model, "args") else None
             if vocab_size and any(not 0 <= token < vocab_size for token in prompt):
-                raise EngineError("The prompt holds token ids outside the vocabulary.", status=400,
-                                  code="invalid_request_error", param=param)
+                raise EngineError(
+                    "The prompt holds token ids outside the vocabulary.",
+                    status=400,
+                    code="invalid_request_error",
+                    param=param,
+                )
+            if vocab_size and any(not 0 <= token < vocab_size for token in request.sampling.logit_bias):
+                raise EngineError(
+                    f"logit_bias names token ids outside this model's vocabulary (0 to {vocab_size - 1}).",
+                    status=400,
+                    code="invalid_request_error",
+                    param="logit_bias",
+                )
             budget = loaded.context_length - len(prompt)
             if budget <= 0:
                 raise EngineError(
                     f"This model's maximum context length is {loaded.context_length} tokens, but the "
                     f"prompt has {len(prompt)} tokens.",
-                    status=400, code="context_length_exceeded", param=param,
+                    status=400,
+                    code="context_length_exceeded",
+                    param=param,
                 )
             max_tokens = request.max_tokens if request.max_tokens is not None else budget
             if max_tokens > budget:
@@ -265,7 +293,9 @@ class Engine:
                     f"This model's maximum context length is {loaded.context_length} tokens. However, you "
                     f"requested {len(prompt) + max_tokens} tokens ({len(prompt)} in the prompt, {max_tokens} "
                     "for the completion).",
-                    status=400, code="context_length_exceeded", param="max_tokens",
+                    status=400,
+                    code="context_length_exceeded",
+                    param="max_tokens",
                 )
             cache, rest = self._prefix_cache.fetch_nearest_cache(loaded.spec["key"], prompt)
             if cache is not None and not rest:
@@ -287,12 +317,24 @@ class Engine:
         except Exception as exc:
             logger.exception("admitting request %s failed", request.request_id)
             self._release(request.model["key"])
-            sink({"type": "error", "status": 500, "code": "engine_error", "param": None,
-                  "message": f"The engine could not start this request: {type(exc).__name__}."})
+            sink(
+                {
+                    "type": "error",
+                    "status": 500,
+                    "code": "engine_error",
+                    "param": None,
+                    "message": f"The engine could not start this request: {type(exc).__name__}.",
+                }
+            )
             return
         active = ActiveRequest(
-            request=request, sink=sink, uid=uid, detokenizer=loaded.tokenizer.detokenizer,
-            stops=StopStringMatcher(request.stop), prompt_tokens=len(prompt), cached_tokens=cached,
+            request=request,
+            sink=sink,
+            uid=uid,
+            detokenizer=_keeping_leading_space(loaded.tokenizer.detokenizer),
+            stops=StopStringMatcher(request.stop),
+            prompt_tokens=len(prompt),
+            cached_tokens=cached,
         )
         loaded.active[uid] = active
         loaded.uid_by_request[request.request_id] = uid
@@ -313,7 +355,9 @@ class Engine:
         try:
             _, responses = loaded.batch.next()
         except Exception as exc:
-            logger.exception("decode step failed for %s; failing its %d requests", loaded.spec["key"], len(loaded.active))
+            logger.exception(
+                "decode step failed for %s; failing its %d requests", loaded.spec["key"], len(loaded.active)
+            )
             self._reset_batch(loaded, f"The engine failed while generating: {type(exc).__name__}.")
             return
         self.steps += 1
@@ -334,7 +378,9 @@ class Engine:
             elif response.finish_reason is not None:
                 self._finish(loaded, active, response.finish_reason, safe_text + active.stops.flush())
                 if response.prompt_cache is not None:
-                    self._prefix_cache.insert_cache(loaded.spec["key"], list(response.all_tokens), response.prompt_cache)
+                    self._prefix_cache.insert_cache(
+                        loaded.spec["key"], list(response.all_tokens), response.prompt_cache
+                    )
             elif safe_text:
                 active.sink({"type": "delta", "text": safe_text, "tokens": active.completion_tokens})
         if finished:
@@ -390,16 +436,22 @@ class Engine:
             self._in_flight[key] = max(0, self._in_flight.get(key, 0) - 1)
 
     def _publish_stats(self, loaded: LoadedModel) -> None:
-        batch = loaded.batch
-        decoding = len(batch._generation_batch)
+        decoding = len(loaded.batch._generation_batch)
+        prefix_cache_bytes = self._prefix_cache.nbytes if self._prefix_cache is not None else 0
+        # Most decode steps change none of these: skip the dict and the lock the web threads read under.
+        state = (len(loaded.active), decoding, prefix_cache_bytes, loaded.last_used)
+        if state == loaded.published:
+            return
+        loaded.published = state
         snapshot = {
             "state": "loaded",
             "path": loaded.spec["path"],
             "active_requests": len(loaded.active),
             "decoding": decoding,
+            "weights_bytes": loaded.weights_bytes,
             "waiting": len(loaded.active) - decoding,
             "context_length": loaded.context_length,
-            "prefix_cache_bytes": self._prefix_cache.nbytes if self._prefix_cache is not None else 0,
+            "prefix_cache_bytes": prefix_cache_bytes,
             "last_used": loaded.last_used,
         }
         with self._lock:

@@ -34,7 +34,7 @@ def make_request_sampler(params: SamplingParams) -> Sampler:
             logprobs = apply_top_p(logprobs, params.top_p)
         if params.min_p > 0:
             logprobs = apply_min_p(logprobs, params.min_p)
-        if params.top_k > 0:
+        if 0 < params.top_k < logprobs.shape[-1]:  # a top_k past the vocabulary keeps everything
             logprobs = apply_top_k(logprobs, params.top_k)
         return mx.random.categorical(logprobs * (1.0 / temperature), key=draw_key)
 

@@ -231,6 +231,8 @@ def test_metrics_move_by_the_right_amounts(live_hub):
         == 12
     )
     assert "mlxhub_batch_size" in after and "mlxhub_time_to_first_token_seconds_bucket" in after
+    weights = [line for line in after.splitlines() if line.startswith("mlxhub_model_weights_bytes{")]
+    assert weights and all(float(line.rsplit(" ", 1)[1]) > 100_000 for line in weights)  # the tiny model: ~0.3 MB
 
 
 def test_metrics_refuse_a_caller_without_an_admin_key(live_hub):

@@ -349,7 +349,6 @@ def test_a_body_over_the_size_limit_is_a_413(http):
     assert_openai_error(http.post("/v1/chat/completions", json=body), status=413)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: apply_top_k raises for top_k >= vocabulary size (sampling.py)")
 def test_a_top_k_larger_than_the_vocabulary_is_not_a_server_error(openai_client, http):
     body = {"model": "demo", "prompt": "hello", "max_tokens": 2, "temperature": 1, "top_k": 100_000}
     response = http.post("/v1/completions", json=body)
@@ -357,9 +356,6 @@ def test_a_top_k_larger_than_the_vocabulary_is_not_a_server_error(openai_client,
     assert response.status_code < 500, response.text
 
 
-@pytest.mark.xfail(
-    strict=True, reason="engine bug: logit_bias ids are not checked against the vocabulary (engine.py _admit)"
-)
 def test_a_logit_bias_outside_the_vocabulary_is_a_400_naming_logit_bias(http):
     body = {"model": "demo", "prompt": "hello", "max_tokens": 2, "logit_bias": {"1000000": 5}}
 

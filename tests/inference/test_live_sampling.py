@@ -129,11 +129,6 @@ def test_a_logit_bias_of_plus_100_forces_that_token(openai_client, tokenizer):
     assert completion.usage.completion_tokens == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: mlx_lm's BPE streaming detokenizer drops the first token's leading space "
-    "(inference/engine/engine.py, ActiveRequest.detokenizer)",
-)
 def test_a_text_completion_keeps_the_leading_space_of_its_first_token(openai_client, tokenizer):
     (token_id,) = tokenizer.encode(" the", add_special_tokens=False)
     completion = openai_client.completions.create(

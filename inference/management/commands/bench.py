@@ -56,6 +56,20 @@ HUB_ENV_DROPPED = (
 )
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc); None where unavailable.
+
+    Unlike wall-clock figures, CPU seconds per token hardly move when other work shares the
+    machine, so they compare the two servers' efficiency even on a busy box.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the command name: state is field 3 of stat(5), utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -97,6 +111,14 @@ class Summary:
         wall = sum(run["wall_s"] or 0 for run in self.runs)
         tokens = sum(run["output_tokens"] or 0 for run in self.runs)
         return tokens / wall if wall > 0 else None
+
+    @property
+    def cpu_ms_per_token(self) -> float | None:
+        """Server CPU milliseconds per measured output token (warm-up CPU included)."""
+        if any(run.get("server_cpu_s") is None for run in self.runs):
+            return None
+        tokens = sum(run["output_tokens"] or 0 for run in self.runs)
+        return 1000 * sum(run["server_cpu_s"] for run in self.runs) / tokens if tokens else None
 
     def mean_of(self, key: str) -> float | None:
         values = [run[key] for run in self.runs if run.get(key) is not None]
@@ -413,14 +435,18 @@ class Command(BaseCommand):
         if server.api_key:
             command += ["--api-key", server.api_key]
         budget = options["timeout"] * (options["requests"] + options["warmup"] + 1) + 60
+        cpu_before = process_cpu_seconds(server.process.pid)
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=budget, check=False)
         except subprocess.TimeoutExpired as exc:
             raise CommandError(f"loadgen against {server.name} ran past {budget:.0f}s") from exc
+        cpu_after = process_cpu_seconds(server.process.pid)
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if not lines:
             raise CommandError(f"loadgen against {server.name} printed no result:\n{done.stderr[-3000:]}")
         figures: dict[str, Any] = json.loads(lines[-1])
+        # Includes the warm-up request, which both servers get alike.
+        figures["server_cpu_s"] = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         if figures["requests_failed"]:
             self.stderr.write(f"  {server.name}: {figures['requests_failed']} requests failed: {figures.get('errors')}")
         return figures
@@ -471,7 +497,8 @@ class Command(BaseCommand):
 
         self.stdout.write("")
         self.stdout.write(
-            f"{'server':<14} {'conc':>4} {'out tok/s':>10} {'TTFT p50 s':>11} {'TTFT p95 s':>11} {'failed':>6}"
+            f"{'server':<14} {'conc':>4} {'out tok/s':>10} {'TTFT p50 s':>11} {'TTFT p95 s':>11} "
+            f"{'CPU ms/tok':>10} {'failed':>6}"
         )
         rows = []
         for concurrency in levels:
@@ -479,42 +506,64 @@ class Command(BaseCommand):
                 summary = summaries.get((name, concurrency))
                 if summary is None:
                     continue
+                cpu = summary.cpu_ms_per_token
                 row = {
                     "server": name,
                     "concurrency": concurrency,
                     "output_tokens_per_s": round(summary.tokens_per_s or 0, 2),
                     "ttft_p50_s": round(summary.mean_of("ttft_p50_s") or 0, 3),
                     "ttft_p95_s": round(summary.mean_of("ttft_p95_s") or 0, 3),
+                    "server_cpu_ms_per_token": None if cpu is None else round(cpu, 1),
                     "requests_failed": sum(run["requests_failed"] for run in summary.runs),
                     "rounds": [
-                        {key: run.get(key) for key in ("output_tokens_per_s", "ttft_p50_s", "ttft_p95_s", "wall_s")}
+                        {
+                            key: run.get(key)
+                            for key in ("output_tokens_per_s", "ttft_p50_s", "ttft_p95_s", "wall_s", "server_cpu_s")
+                        }
                         for run in summary.runs
                     ],
                 }
                 rows.append(row)
                 self.stdout.write(
                     f"{name:<14} {concurrency:>4} {row['output_tokens_per_s']:>10.2f} {row['ttft_p50_s']:>11.3f} "
-                    f"{row['ttft_p95_s']:>11.3f} {row['requests_failed']:>6}"
+                    f"{row['ttft_p95_s']:>11.3f} {fmt(cpu, 1):>10} {row['requests_failed']:>6}"
                 )
 
         ratios = []
         verdicts = []
         if any(result.server == MLX for result in results):
             self.stdout.write("")
-            self.stdout.write("hub / mlx_lm.server (tok/s: higher is better; TTFT: lower is better)")
+            self.stdout.write(
+                "hub / mlx_lm.server (tok/s: higher is better; TTFT and CPU per token: lower is better; "
+                "[per-round tok/s ratios])"
+            )
             for concurrency in levels:
                 hub, mlx = summaries[(HUB, concurrency)], summaries[(MLX, concurrency)]
-                entry = {
+                figures = {
                     "concurrency": concurrency,
                     "output_tokens_per_s": ratio(hub.tokens_per_s, mlx.tokens_per_s),
                     "ttft_p50": ratio(hub.mean_of("ttft_p50_s"), mlx.mean_of("ttft_p50_s")),
                     "ttft_p95": ratio(hub.mean_of("ttft_p95_s"), mlx.mean_of("ttft_p95_s")),
+                    "cpu_per_token": ratio(hub.cpu_ms_per_token, mlx.cpu_ms_per_token),
                 }
-                entry = {key: round(value, 3) if isinstance(value, float) else value for key, value in entry.items()}
+                entry: dict[str, Any] = {
+                    key: round(value, 3) if isinstance(value, float) else value for key, value in figures.items()
+                }
+                # Pairs run back to back, so each pair's ratio shows how much the machine's load moved them.
+                per_round = [
+                    round(value, 3)
+                    for value in (
+                        ratio(h["output_tokens_per_s"], m["output_tokens_per_s"])
+                        for h, m in zip(hub.runs, mlx.runs, strict=False)
+                    )
+                    if value is not None
+                ]
+                entry["output_tokens_per_s_by_round"] = per_round
                 ratios.append(entry)
                 self.stdout.write(
                     f"  c={concurrency}: tok/s x{fmt(entry['output_tokens_per_s'], 3)}  "
-                    f"TTFT p50 x{fmt(entry['ttft_p50'], 3)}  TTFT p95 x{fmt(entry['ttft_p95'], 3)}"
+                    f"TTFT p50 x{fmt(entry['ttft_p50'], 3)}  TTFT p95 x{fmt(entry['ttft_p95'], 3)}  "
+                    f"CPU/tok x{fmt(entry['cpu_per_token'], 3)}  {per_round}"
                 )
                 verdicts.append(
                     (
