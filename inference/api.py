@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
 from ninja import NinjaAPI
 from ninja.errors import HttpError
@@ -45,7 +45,7 @@ from mlxhub.accounts.models import ApiKey
 from mlxhub.accounts.services import ApiKeyError, api_key_aauthenticate, secret_from_headers
 from routing.backends import CircuitOpenError, UpstreamError
 from routing.constants import ANTHROPIC_DEFAULT_MAX_TOKENS
-from routing.proxy import BACKEND_HEADER, ClientProtocol, cloud_serve, error_as_openai
+from routing.proxy import BACKEND_HEADER, ClientProtocol, cloud_serve, error_as_openai, event_stream_response
 from routing.services import Route, Target, routing_rule_aresolve
 from routing.translation import anthropic_error_body
 
@@ -607,13 +607,6 @@ async def _stream_events(
             governed.close(status=status, error_type=error_type, finish=finish or governed.seen)
 
 
-def _streaming_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(chunks, content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
-
-
 async def _serve(
     governed: Governed,
     generation: GenerationRequest,
@@ -635,7 +628,7 @@ async def _serve(
         governed.close(status=200, finish=finish)
         return JsonResponse(fmt.body(text, finish))
     chunks = _stream_events(stream, fmt, governed, deadline)
-    return _streaming_response(relay(chunks) if relay else chunks)
+    return event_stream_response(relay(chunks) if relay else chunks)
 
 
 def cloud_cost(messages: Any, max_tokens: int | None) -> int:

@@ -39,7 +39,8 @@ class HybridMiddleware:
         self.get_response = get_response
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
-            markcoroutinefunction(self)
+            # Django's documented pattern for hybrid middleware; the stub types only functions.
+            markcoroutinefunction(self)  # type: ignore[type-var]
 
 
 class RequestIdMiddleware(HybridMiddleware):

@@ -99,6 +99,14 @@ def _upstream_body(target: Target, client: ClientProtocol, body: dict[str, Any],
     return out
 
 
+def event_stream_response(chunks: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """Server-sent events, never cached or buffered by a proxy on the way."""
+    response = StreamingHttpResponse(chunks, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
 async def cloud_serve(
     *,
     governed: Governance,
@@ -120,9 +128,7 @@ async def cloud_serve(
     )
     if isinstance(result, UpstreamStream):
         chunks = _relay(result, governed, client, upstream_anthropic, requested_model, include_usage)
-        response: HttpResponseBase = StreamingHttpResponse(chunks, content_type="text/event-stream")
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
+        response: HttpResponseBase = event_stream_response(chunks)
     else:
         if upstream_anthropic:
             counts = anthropic_usage_counts(result.get("usage") or {})

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
@@ -231,7 +231,8 @@ class Engine:
         )
         from mlx.utils import tree_flatten
 
-        loaded.weights_bytes = sum(array.nbytes for _, array in tree_flatten(model.parameters()))
+        weights = cast(list[tuple[str, Any]], tree_flatten(model.parameters()))
+        loaded.weights_bytes = sum(array.nbytes for _, array in weights)
         self._models[spec["key"]] = loaded
         logger.info("loaded model %s in %.2fs", spec["path"], time.perf_counter() - started)
         self._publish_stats(loaded)

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from audit.models import AdminAction
@@ -189,27 +190,34 @@ def _needs_last_used_update(api_key: ApiKey, now: datetime) -> bool:
     return api_key.last_used_at is None or now - api_key.last_used_at > timedelta(seconds=API_KEY_LAST_USED_GRANULARITY)
 
 
-def api_key_authenticate(*, secret: str) -> ApiKey:
-    """Return the usable key for ``secret`` or raise ApiKeyError."""
+def _candidates(secret: str) -> QuerySet[ApiKey]:
     if not secret:
         raise ApiKeyError("You didn't provide an API key.", code="missing_api_key")
-    candidates = list(ApiKey.objects.select_related("owner", "team").filter(prefix=secret[:API_KEY_DISPLAY_CHARS]))
-    api_key = _check_secret(secret, candidates)
+    return ApiKey.objects.select_related("owner", "team").filter(prefix=secret[:API_KEY_DISPLAY_CHARS])
+
+
+def _touch(api_key: ApiKey) -> QuerySet[ApiKey] | None:
+    """The update that records use, when one is due (at most once a minute per key)."""
     now = timezone.now()
-    if _needs_last_used_update(api_key, now):
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    if not _needs_last_used_update(api_key, now):
+        return None
+    api_key.last_used_at = now
+    return ApiKey.objects.filter(pk=api_key.pk)
+
+
+def api_key_authenticate(*, secret: str) -> ApiKey:
+    """Return the usable key for ``secret`` or raise ApiKeyError."""
+    api_key = _check_secret(secret, list(_candidates(secret)))
+    if (rows := _touch(api_key)) is not None:
+        rows.update(last_used_at=api_key.last_used_at)
     return api_key
 
 
 async def api_key_aauthenticate(*, secret: str) -> ApiKey:
     """The async twin of api_key_authenticate, for the /v1 data plane."""
-    if not secret:
-        raise ApiKeyError("You didn't provide an API key.", code="missing_api_key")
-    rows = ApiKey.objects.select_related("owner", "team").filter(prefix=secret[:API_KEY_DISPLAY_CHARS])
-    api_key = _check_secret(secret, [row async for row in rows])
-    now = timezone.now()
-    if _needs_last_used_update(api_key, now):
-        await ApiKey.objects.filter(pk=api_key.pk).aupdate(last_used_at=now)
+    api_key = _check_secret(secret, [row async for row in _candidates(secret)])
+    if (rows := _touch(api_key)) is not None:
+        await rows.aupdate(last_used_at=api_key.last_used_at)
     return api_key
 
 
