@@ -29,7 +29,7 @@ from catalog.selectors import profile_for_model_name, profiles_servable
 from inference.constants import OWNED_BY, SSE_DONE, SSE_HEARTBEAT
 from inference.engine.client import RequestStream
 from inference.engine.types import EngineError, EngineEvent, FinishEvent, GenerationRequest
-from inference.errors import OpenAIError, error_response, param_from_loc, sse_error
+from inference.errors import OpenAIError, error_response, param_from_loc, sse_data, sse_error
 from inference.runtime import engine_client
 from inference.schemas import ChatCompletionRequest, CompletionRequest
 from inference.services import (
@@ -270,10 +270,6 @@ async def _next_event(stream: RequestStream, timeout: float | None) -> EngineEve
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
     return event
-
-
-def _sse(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 class Governed:
@@ -569,7 +565,7 @@ async def _stream_events(
     try:
         first = fmt.first_chunk()
         if first:
-            yield _sse(first)
+            yield sse_data(first)
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -582,15 +578,15 @@ async def _stream_events(
                 continue
             governed.observe(event)
             if event["type"] == "delta":
-                yield _sse(fmt.chunk(event["text"], None))
+                yield sse_data(fmt.chunk(event["text"], None))
             elif event["type"] == "finish":
                 finish = event
                 if event["text"]:
                     governed.audit.mark_first_token()
-                    yield _sse(fmt.chunk(event["text"], None))
-                yield _sse(fmt.chunk(None, _finish_reason(event)))
+                    yield sse_data(fmt.chunk(event["text"], None))
+                yield sse_data(fmt.chunk(None, _finish_reason(event)))
                 if fmt.include_usage:
-                    yield _sse(fmt.usage_chunk(event))
+                    yield sse_data(fmt.usage_chunk(event))
                 break
             elif event["type"] == "error":
                 failure = _engine_failure(event)

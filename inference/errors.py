@@ -56,9 +56,13 @@ def error_response(error: OpenAIError) -> HttpResponse:
     return response
 
 
+def sse_data(payload: dict[str, Any]) -> bytes:
+    """One server-sent event in OpenAI's framing (compact JSON)."""
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
 def sse_error(error: OpenAIError) -> bytes:
-    body = error_body(message=str(error), status=error.status, code=error.code, param=error.param)
-    return f"data: {json.dumps(body)}\n\n".encode()
+    return sse_data(error_body(message=str(error), status=error.status, code=error.code, param=error.param))
 
 
 def param_from_loc(loc: list[Any] | tuple[Any, ...]) -> str | None:

@@ -15,7 +15,7 @@ from django.http.response import HttpResponseBase
 
 from audit.services import RequestAudit
 from inference.engine.types import FinishEvent
-from inference.errors import OpenAIError, error_body
+from inference.errors import OpenAIError, error_body, sse_data
 from routing.backends import UpstreamError, UpstreamStream, upstream_call
 from routing.models import ProviderCredential
 from routing.services import Target
@@ -56,10 +56,6 @@ def sse_anthropic(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-def sse_openai(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
-
-
 def finish_event(prompt: int, completion: int, cached: int) -> FinishEvent:
     return {
         "type": "finish",
@@ -78,7 +74,7 @@ def error_as_openai(exc: UpstreamError) -> OpenAIError:
 def stream_error_bytes(protocol: ClientProtocol, *, status: int, message: str, code: str | None) -> bytes:
     if protocol is ClientProtocol.ANTHROPIC:
         return sse_anthropic("error", anthropic_error_body(status=status, message=message))
-    return sse_openai(error_body(message=message, status=status, code=code, param=None))
+    return sse_data(error_body(message=message, status=status, code=code, param=None))
 
 
 def _upstream_body(target: Target, client: ClientProtocol, body: dict[str, Any], stream: bool) -> dict[str, Any]:
@@ -190,7 +186,7 @@ async def _relay(
                     )
                 else:
                     for chunk in to_openai.feed(event, data):
-                        yield sse_openai(chunk)
+                        yield sse_data(chunk)
                 continue
             if data.get("usage"):
                 counts = openai_usage_counts(data["usage"])
@@ -203,7 +199,7 @@ async def _relay(
                 data["model"] = model
                 if not include_usage:
                     data.pop("usage", None)
-                yield sse_openai(data)
+                yield sse_data(data)
         else:
             if not complete:
                 # The connection closed cleanly but the answer is cut short: an error, never a quiet end.
