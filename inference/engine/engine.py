@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from inference.engine.kernels import prepare_model
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
 from inference.engine.types import (
@@ -70,6 +71,7 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
     weights_bytes: int = 0  # measured from the loaded arrays, not guessed from a parameter count
+    kernel: dict[str, Any] = field(default_factory=dict)  # what kernels.prepare_model reported
     published: tuple[Any, ...] = ()  # what _publish_stats last wrote, to skip unchanged decode steps
 
 
@@ -215,6 +217,7 @@ class Engine:
 
         started = time.perf_counter()
         model, tokenizer = mlx_lm.load(spec["path"])[:2]  # the 3-tuple form only comes with return_config
+        kernel = prepare_model(model, path=spec["path"])
         batch = BatchGenerator(
             model,
             completion_batch_size=self.config.max_batch,
@@ -228,6 +231,7 @@ class Engine:
             context_length=_context_length(spec["path"], spec.get("context_length")),
             batch=batch,
             stop_sequences=StopSequences([(token,) for token in sorted(tokenizer.eos_token_ids)]),
+            kernel=kernel,
         )
         from mlx.utils import tree_flatten
 
@@ -454,6 +458,7 @@ class Engine:
             "context_length": loaded.context_length,
             "prefix_cache_bytes": prefix_cache_bytes,
             "last_used": loaded.last_used,
+            **loaded.kernel,
         }
         with self._lock:
             self._stats[loaded.spec["key"]] = snapshot
