@@ -8,6 +8,7 @@ setting it moves the broker, results, channel layer and cache to Redis.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,34 @@ def _env_bool(name: str, default: bool) -> bool:
 def _env_path(name: str, default: Path) -> Path:
     raw = env.str(name, default="")
     return Path(raw).expanduser().resolve() if raw else default
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
+
+
+def _env_bytes(name: str, default: str) -> int:
+    """A size in bytes ("12GiB", "500M", "8000000000") or a share of the physical memory ("60%")."""
+    raw = env.str(name, default=default).strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(%|[kmgt]i?)?b?", raw, re.I)
+    if match is None or float(match.group(1)) <= 0:
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a size: use bytes, a unit (12GiB, 500M) or a percentage (60%)."
+        )
+    number, unit = float(match.group(1)), (match.group(2) or "").lower()
+    if unit == "%":
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return int(physical * min(number, 100.0) / 100)
+    return int(number * _SIZE_UNITS[unit])
 
 
 def _env_port(name: str, default: int) -> int:
@@ -334,8 +363,13 @@ MLXHUB_DOWNLOAD_MIN_FREE_BYTES = _env_int("MLXHUB_DOWNLOAD_MIN_FREE_BYTES", 1024
 MLXHUB_DOWNLOAD_QUEUE = env.str("MLXHUB_DOWNLOAD_QUEUE", default="celery")
 # A running download whose worker has not written for this long is taken over by another worker.
 MLXHUB_DOWNLOAD_LEASE_SECONDS = _env_float("MLXHUB_DOWNLOAD_LEASE_SECONDS", 60.0)
-# Memory a model may use on this machine; 0: three quarters of the physical memory.
-MLXHUB_MEMORY_BUDGET_BYTES = _env_int("MLXHUB_MEMORY_BUDGET_BYTES", 0)
+# What the model pool may hold (weights, KV caches, the prefix cache): bytes ("12GiB", "8000000000")
+# or a share of the physical memory ("60%"); unset: three quarters of the physical memory.
+MLXHUB_MEMORY_BUDGET_BYTES = _env_bytes("MLXHUB_MEMORY_BUDGET", "75%")
+# Idle models unload after this many seconds unless their profile sets its own TTL; 0: never.
+MLXHUB_IDLE_TTL_SECONDS = _env_float("MLXHUB_IDLE_TTL_SECONDS", 0.0)
+# A request for a model that does not fit waits this long for busy models to go idle, then gets 503.
+MLXHUB_LOAD_WAIT_SECONDS = _env_float("MLXHUB_LOAD_WAIT_SECONDS", 30.0)
 # huggingface_hub's HTTP client (httpx2) logs every request at INFO, as httpx does.
 LOGGING["loggers"]["httpx2"] = {"level": "WARNING"}  # type: ignore[index]
 
