@@ -26,6 +26,9 @@ def engine_client() -> EngineClient:
                         max_queue=settings.MLXHUB_MAX_QUEUE,
                         prefill_step=settings.MLXHUB_PREFILL_STEP,
                         prefix_cache_bytes=settings.MLXHUB_PREFIX_CACHE_BYTES,
+                        memory_budget=settings.MLXHUB_MEMORY_BUDGET_BYTES,
+                        idle_ttl=settings.MLXHUB_IDLE_TTL_SECONDS,
+                        load_wait=settings.MLXHUB_LOAD_WAIT_SECONDS,
                     )
                 )
                 engine.start()

@@ -21,6 +21,9 @@ def model_spec_for(profile: Profile) -> ModelSpec:
         "key": profile.local_model.path,
         "path": profile.local_model.path,
         "context_length": profile.effective_context_length(),
+        "kind": profile.local_model.kind,  # type: ignore[typeddict-item]
+        "pinned": profile.pinned,
+        "idle_ttl": float(profile.idle_ttl_seconds) if profile.idle_ttl_seconds else None,
     }
 
 

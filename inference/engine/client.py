@@ -9,10 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from typing import Any, Protocol
 
-from inference.engine.engine import Engine
-from inference.engine.types import TERMINAL_EVENTS, EngineEvent, GenerationRequest, ModelSpec
+from inference.engine.engine import Engine, Request
+from inference.engine.types import TERMINAL_EVENTS, EngineEvent, ModelSpec
 
 
 class RequestStream:
@@ -58,11 +59,13 @@ class RequestStream:
 
 
 class EngineClient(Protocol):
-    def open(self, request: GenerationRequest) -> RequestStream: ...
+    def open(self, request: Request) -> RequestStream: ...
 
     def stats(self) -> dict[str, Any]: ...
 
-    def preload(self, spec: ModelSpec) -> None: ...
+    def preload(self, spec: ModelSpec) -> Future[dict[str, Any]]: ...
+
+    def unload(self, key: str, *, force: bool = False) -> Future[dict[str, Any]]: ...
 
     @property
     def ready(self) -> bool: ...
@@ -81,10 +84,13 @@ class InProcessEngineClient:
     def stats(self) -> dict[str, Any]:
         return self.engine.stats()
 
-    def preload(self, spec: ModelSpec) -> None:
-        self.engine.preload(spec)
+    def preload(self, spec: ModelSpec) -> Future[dict[str, Any]]:
+        return self.engine.preload(spec)
 
-    def open(self, request: GenerationRequest) -> RequestStream:
+    def unload(self, key: str, *, force: bool = False) -> Future[dict[str, Any]]:
+        return self.engine.unload(key, force=force)
+
+    def open(self, request: Request) -> RequestStream:
         """Submit ``request`` (raises EngineError(429) when the model's queue is full)."""
         loop = asyncio.get_running_loop()
         stream = RequestStream(cancel=lambda: self.engine.cancel(request.request_id, request.model["key"]))

@@ -1,28 +1,34 @@
-"""The engine thread: one continuous batch per loaded model.
+"""The engine thread and the model pool it keeps.
 
-All MLX work (load, prefill, decode) happens on the one thread started by
-``Engine.start``: MLX streams belong to the thread that made them. Other
-threads only put commands on a queue and read ``stats()``.
+All MLX work (load, prefill, decode, embed, unload) happens on the one thread
+started by ``Engine.start``: MLX streams belong to the thread that made them.
+Other threads only put commands on a queue and read ``stats()``.
+
+The pool loads a model when a request first names it (one load, however many
+requests wait for it: loads run on this thread, one at a time), keeps one
+memory account for weights, KV caches and the prefix cache (MLX's own counter
+of live bytes), evicts idle models least recently used first when a load would
+not fit, never evicts a pinned model, and unloads idle models after their TTL.
 """
 
 from __future__ import annotations
 
-import json
+import gc
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from inference.engine.kernels import prepare_model
-from inference.engine.sampling import make_request_processors, make_request_sampler
-from inference.engine.stops import StopStringMatcher
+from inference.engine.runner import Runner
+from inference.engine.text import BatchConfig, TextRunner
 from inference.engine.types import (
+    EmbeddingRequest,
     EngineError,
-    EngineEvent,
     EventSink,
     GenerationRequest,
     ModelSpec,
@@ -32,7 +38,12 @@ logger = logging.getLogger(__name__)
 
 # How long the idle engine thread sleeps between looks at its command queue.
 IDLE_POLL_SECONDS = 0.5
-DEFAULT_CONTEXT_LENGTH = 4096
+# Weight files: what a load reads into memory (the estimate before a load; measured after).
+WEIGHT_SUFFIXES = (".safetensors", ".npz")
+RETRY_AFTER_SECONDS = 5
+POOL_CHECK_SECONDS = 0.25
+
+Request = GenerationRequest | EmbeddingRequest
 
 
 @dataclass
@@ -44,65 +55,60 @@ class EngineConfig:
     # prompt delays the streams already decoding by one chunk, not the whole prompt.
     prefill_step: int = 256
     prefix_cache_bytes: int = 512 * 1024 * 1024
+    memory_budget: int = 0  # bytes for everything the pool holds; 0: no limit
+    idle_ttl: float = 0.0  # seconds before an idle model unloads (a profile may say otherwise); 0: never
+    load_wait: float = 30.0  # how long a request for a model that does not fit waits for busy ones
 
 
 @dataclass
-class ActiveRequest:
-    request: GenerationRequest
+class Waiting:
+    """A request whose model does not fit yet: retried whenever a model goes idle."""
+
+    request: Request
     sink: EventSink
-    uid: int
-    detokenizer: Any
-    stops: StopStringMatcher
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int = 0
+    deadline: float
 
 
 @dataclass
-class LoadedModel:
-    spec: ModelSpec
-    model: Any
-    tokenizer: Any
-    context_length: int
-    batch: Any  # mlx_lm BatchGenerator
-    stop_sequences: Any
-    active: dict[int, ActiveRequest] = field(default_factory=dict)
-    uid_by_request: dict[str, int] = field(default_factory=dict)
-    loaded_at: float = field(default_factory=time.time)
-    last_used: float = field(default_factory=time.time)
-    weights_bytes: int = 0  # measured from the loaded arrays, not guessed from a parameter count
-    kernel: dict[str, Any] = field(default_factory=dict)  # what kernels.prepare_model reported
-    published: tuple[Any, ...] = ()  # what _publish_stats last wrote, to skip unchanged decode steps
+class ModelRecord:
+    """What the pool remembers of a model across loads and unloads."""
+
+    state: str = "unloaded"
+    loads: int = 0
+    evictions: int = 0
+    load_seconds: float = 0.0
+    last_error: str = ""
+    weights_bytes: int = 0  # measured at the last load: a better estimate for the next one than file sizes
 
 
-def _context_length(path: str, override: int | None) -> int:
-    if override:
-        return override
+def weights_on_disk(path: str) -> int:
+    folder = Path(path)
     try:
-        config = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
-        return DEFAULT_CONTEXT_LENGTH
-    for name in ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length"):
-        if isinstance(config.get(name), int):
-            return int(config[name])
-    return DEFAULT_CONTEXT_LENGTH
+        return sum(item.stat().st_size for item in folder.iterdir() if item.name.endswith(WEIGHT_SUFFIXES))
+    except OSError:
+        return 0
 
 
-def _keeping_leading_space(detokenizer: Any) -> Any:
-    """mlx-lm's streaming detokenizers drop the first token's leading space (a chat-UI habit);
-    an API must return exactly what the model produced (" the" after "once upon a time")."""
-    if hasattr(detokenizer, "trim_space"):
-        detokenizer.trim_space = False
-    if hasattr(detokenizer, "_maybe_trim_space"):
-        detokenizer._maybe_trim_space = lambda text: text
-    return detokenizer
+def active_memory() -> int:
+    import mlx.core as mx
+
+    return int(mx.get_active_memory())
+
+
+def free_unused_memory() -> None:
+    import mlx.core as mx
+
+    gc.collect()
+    mx.clear_cache()
 
 
 class Engine:
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._models: dict[str, LoadedModel] = {}
+        self._runners: dict[str, Runner] = {}
+        self._records: dict[str, ModelRecord] = {}
+        self._waiting: list[Waiting] = []
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -110,8 +116,11 @@ class Engine:
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
         self._stats: dict[str, dict[str, Any]] = {}
+        self._memory: dict[str, int] = {}
         self._prefix_cache: Any = None
         self.steps = 0
+        self.evictions = 0
+        self._next_pool_check = 0.0
 
     # ---- called from any thread -------------------------------------------------
 
@@ -132,7 +141,7 @@ class Engine:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
 
-    def submit(self, request: GenerationRequest, sink: EventSink) -> None:
+    def submit(self, request: Request, sink: EventSink) -> None:
         """Queue a request; raises EngineError(429) when the model's queue is full."""
         key = request.model["key"]
         limit = self.config.max_batch + self.config.max_queue
@@ -143,6 +152,7 @@ class Engine:
                     f"The queue for this model is full ({in_flight} requests in flight); retry shortly.",
                     status=429,
                     code="queue_full",
+                    retry_after=1,
                 )
             self._in_flight[key] = in_flight + 1
         self._commands.put(("submit", (request, sink)))
@@ -150,8 +160,17 @@ class Engine:
     def cancel(self, request_id: str, model_key: str) -> None:
         self._commands.put(("cancel", (request_id, model_key)))
 
-    def preload(self, spec: ModelSpec) -> None:
-        self._commands.put(("load", spec))
+    def preload(self, spec: ModelSpec) -> Future[dict[str, Any]]:
+        """Load ``spec`` if it is not loaded; the future holds its stats, or the EngineError."""
+        done: Future[dict[str, Any]] = Future()
+        self._commands.put(("load", (spec, done)))
+        return done
+
+    def unload(self, key: str, *, force: bool = False) -> Future[dict[str, Any]]:
+        """Unload a model; with requests in flight only when forced (they end with a 503)."""
+        done: Future[dict[str, Any]] = Future()
+        self._commands.put(("unload", (key, force, done)))
+        return done
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -160,6 +179,8 @@ class Engine:
                 "steps": self.steps,
                 "models": {key: dict(value) for key, value in self._stats.items()},
                 "in_flight": dict(self._in_flight),
+                "memory": dict(self._memory),
+                "evictions": self.evictions,
             }
 
     # ---- the engine thread ----------------------------------------------------------
@@ -168,20 +189,21 @@ class Engine:
         from mlx_lm.models.cache import LRUPromptCache
 
         self._prefix_cache = LRUPromptCache(max_size=1 << 30, max_bytes=self.config.prefix_cache_bytes)
+        self._publish_memory()
         self._ready.set()
         while not self._stopping.is_set():
-            busy = any(loaded.active for loaded in self._models.values())
+            busy = any(runner.has_work for runner in self._runners.values())
             self._drain_commands(block=not busy)
-            for loaded in list(self._models.values()):
-                if loaded.active:
-                    try:
-                        self._step(loaded)
-                    except Exception:  # the engine thread must survive any request
-                        logger.exception("engine step failed for %s", loaded.spec["key"])
-                        self._reset_batch(loaded, "The engine failed while generating.")
-        for loaded in self._models.values():
-            for active in list(loaded.active.values()):
-                self._finish(loaded, active, "cancelled", "")
+            for runner in list(self._runners.values()):
+                if runner.has_work:
+                    self._step(runner)
+            self._expire()
+        for runner in list(self._runners.values()):
+            runner.fail_all(EngineError("The server is shutting down.", status=503, code="shutting_down"))
+            self._unload(runner, reason="the engine stopped")
+        for waiting in self._waiting:
+            shutting_down = EngineError("The server is shutting down.", status=503, code="shutting_down")
+            self._refuse(waiting.request, waiting.sink, shutting_down)
 
     def _drain_commands(self, *, block: bool) -> None:
         try:
@@ -199,269 +221,327 @@ class Engine:
         kind, payload = command
         try:
             if kind == "submit":
-                request, sink = payload
-                self._admit(request, sink)
+                self._admit(*payload)
             elif kind == "cancel":
                 self._cancel(*payload)
             elif kind == "load":
-                self._load(payload)
+                self._load_command(*payload)
+            elif kind == "unload":
+                self._unload_command(*payload)
         except Exception:  # the engine thread must survive any command
             logger.exception("engine command %s failed", kind)
 
-    def _load(self, spec: ModelSpec) -> LoadedModel:
-        loaded = self._models.get(spec["key"])
-        if loaded is not None:
-            return loaded
-        import mlx_lm
-        from mlx_lm.generate import BatchGenerator, StopSequences
-
-        started = time.perf_counter()
-        model, tokenizer = mlx_lm.load(spec["path"])[:2]  # the 3-tuple form only comes with return_config
-        kernel = prepare_model(model, path=spec["path"])
-        batch = BatchGenerator(
-            model,
-            completion_batch_size=self.config.max_batch,
-            prefill_batch_size=self.config.prefill_batch,
-            prefill_step_size=self.config.prefill_step,
-        )
-        loaded = LoadedModel(
-            spec=spec,
-            model=model,
-            tokenizer=tokenizer,
-            context_length=_context_length(spec["path"], spec.get("context_length")),
-            batch=batch,
-            stop_sequences=StopSequences([(token,) for token in sorted(tokenizer.eos_token_ids)]),
-            kernel=kernel,
-        )
-        from mlx.utils import tree_flatten
-
-        weights = cast(list[tuple[str, Any]], tree_flatten(model.parameters()))
-        loaded.weights_bytes = sum(array.nbytes for _, array in weights)
-        self._models[spec["key"]] = loaded
-        logger.info("loaded model %s in %.2fs", spec["path"], time.perf_counter() - started)
-        self._publish_stats(loaded)
-        return loaded
-
-    def _tokenize(self, loaded: LoadedModel, request: GenerationRequest) -> list[int]:
-        tokenizer = loaded.tokenizer
-        if request.prompt_tokens is not None:
-            return list(request.prompt_tokens)
-        if request.messages is not None:
-            if tokenizer.chat_template is None:
-                raise EngineError(
-                    "This model has no chat template; use /v1/completions.", status=400, code="invalid_request_error"
-                )
-            tokens = tokenizer.apply_chat_template(request.messages, add_generation_prompt=True)
-            return list(tokens)
-        return list(tokenizer.encode(request.prompt or ""))
-
-    def _admit(self, request: GenerationRequest, sink: EventSink) -> None:
-        param = "messages" if request.messages is not None else "prompt"
+    def _step(self, runner: Runner) -> None:
         try:
-            try:
-                loaded = self._load(request.model)
-            except Exception as exc:
-                logger.exception("loading %s failed", request.model["path"])
-                raise EngineError(
-                    f"The model could not be loaded: {type(exc).__name__}.", status=503, code="model_load_failed"
-                ) from exc
-            prompt = self._tokenize(loaded, request)
-            if not prompt:
-                raise EngineError("The prompt is empty.", status=400, code="invalid_request_error", param=param)
-            vocab_size = loaded.model.args.vocab_size if hasattr(loaded.model, "args") else None
-            if vocab_size and any(not 0 <= token < vocab_size for token in prompt):
-                raise EngineError(
-                    "The prompt holds token ids outside the vocabulary.",
-                    status=400,
-                    code="invalid_request_error",
-                    param=param,
+            runner.step()
+        except Exception as exc:  # the engine thread must survive any request
+            logger.exception("step failed for %s; failing its %d requests", runner.key, runner.requests)
+            runner.fail_all(
+                EngineError(
+                    f"The engine failed while generating: {type(exc).__name__}.", status=500, code="engine_error"
                 )
-            if vocab_size and any(not 0 <= token < vocab_size for token in request.sampling.logit_bias):
-                raise EngineError(
-                    f"logit_bias names token ids outside this model's vocabulary (0 to {vocab_size - 1}).",
-                    status=400,
-                    code="invalid_request_error",
-                    param="logit_bias",
-                )
-            budget = loaded.context_length - len(prompt)
-            if budget <= 0:
-                raise EngineError(
-                    f"This model's maximum context length is {loaded.context_length} tokens, but the "
-                    f"prompt has {len(prompt)} tokens.",
-                    status=400,
-                    code="context_length_exceeded",
-                    param=param,
-                )
-            max_tokens = request.max_tokens if request.max_tokens is not None else budget
-            if max_tokens > budget:
-                raise EngineError(
-                    f"This model's maximum context length is {loaded.context_length} tokens. However, you "
-                    f"requested {len(prompt) + max_tokens} tokens ({len(prompt)} in the prompt, {max_tokens} "
-                    "for the completion).",
-                    status=400,
-                    code="context_length_exceeded",
-                    param="max_tokens",
-                )
-            cache, rest = self._prefix_cache.fetch_nearest_cache(loaded.spec["key"], prompt)
-            if cache is not None and not rest:
-                cache, rest = self._step_back(cache, prompt)
-            cached = len(prompt) - len(rest)
-            (uid,) = loaded.batch.insert(
-                [rest],
-                max_tokens=[max_tokens],
-                caches=[cache],
-                all_tokens=[prompt[:cached]],
-                samplers=[make_request_sampler(request.sampling)],
-                logits_processors=[make_request_processors(request.sampling)],
-                stop_sequences=[loaded.stop_sequences],
             )
+        self.steps += 1
+        self._publish(runner)
+
+    # ---- requests -------------------------------------------------------------------
+
+    def _admit(self, request: Request, sink: EventSink, *, waited: bool = False) -> bool:
+        """Start ``request``; False when it waits for memory (it stays queued)."""
+        key = request.model["key"]
+        try:
+            runner = self._runners.get(key)
+            if runner is None:
+                runner = self._load_for(request.model, can_wait=not waited)
+                if runner is None:
+                    if not waited:
+                        self._waiting.append(Waiting(request, sink, time.monotonic() + self.config.load_wait))
+                    return False
+            self._update_spec(runner, request.model)
+            runner.admit(request, sink)
         except EngineError as exc:
-            self._release(request.model["key"])
-            sink(exc.as_event())
-            return
+            self._refuse(request, sink, exc)
+            return True
         except Exception as exc:
             logger.exception("admitting request %s failed", request.request_id)
-            self._release(request.model["key"])
-            sink(
-                {
-                    "type": "error",
-                    "status": 500,
-                    "code": "engine_error",
-                    "param": None,
-                    "message": f"The engine could not start this request: {type(exc).__name__}.",
-                }
+            error = EngineError(
+                f"The engine could not start this request: {type(exc).__name__}.", status=500, code="engine_error"
             )
-            return
-        active = ActiveRequest(
-            request=request,
-            sink=sink,
-            uid=uid,
-            detokenizer=_keeping_leading_space(loaded.tokenizer.detokenizer),
-            stops=StopStringMatcher(request.stop),
-            prompt_tokens=len(prompt),
-            cached_tokens=cached,
-        )
-        loaded.active[uid] = active
-        loaded.uid_by_request[request.request_id] = uid
-        loaded.last_used = time.time()
-        sink({"type": "accepted", "prompt_tokens": len(prompt), "cached_tokens": cached})
-        self._publish_stats(loaded)
+            self._refuse(request, sink, error)
+            return True
+        runner.last_used = time.time()
+        self._publish(runner)
+        return True
 
-    def _step_back(self, cache: list[Any], prompt: list[int]) -> tuple[list[Any] | None, list[int]]:
-        """An exact cache hit still needs one token to compute logits from."""
-        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
-
-        if can_trim_prompt_cache(cache):
-            trim_prompt_cache(cache, 1)
-            return cache, prompt[-1:]
-        return None, prompt
-
-    def _step(self, loaded: LoadedModel) -> None:
-        try:
-            _, responses = loaded.batch.next()
-        except Exception as exc:
-            logger.exception(
-                "decode step failed for %s; failing its %d requests", loaded.spec["key"], len(loaded.active)
-            )
-            self._reset_batch(loaded, f"The engine failed while generating: {type(exc).__name__}.")
-            return
-        self.steps += 1
-        finished: list[int] = []
-        for response in responses:
-            active = loaded.active.get(response.uid)
-            if active is None:
-                continue
-            active.completion_tokens += 1
-            if response.finish_reason != "stop":
-                active.detokenizer.add_token(response.token)
-            if response.finish_reason is not None:
-                active.detokenizer.finalize()
-            safe_text, matched = active.stops.feed(active.detokenizer.last_segment)
-            if matched:
-                finished.append(response.uid)
-                self._finish(loaded, active, "stop", safe_text)
-            elif response.finish_reason is not None:
-                self._finish(loaded, active, response.finish_reason, safe_text + active.stops.flush())
-                if response.prompt_cache is not None:
-                    self._prefix_cache.insert_cache(
-                        loaded.spec["key"], list(response.all_tokens), response.prompt_cache
-                    )
-            elif safe_text:
-                active.sink({"type": "delta", "text": safe_text, "tokens": active.completion_tokens})
-        if finished:
-            loaded.batch.remove(finished)
-        self._publish_stats(loaded)
-
-    def _finish(self, loaded: LoadedModel, active: ActiveRequest, reason: str, text: str) -> None:
-        loaded.active.pop(active.uid, None)
-        loaded.uid_by_request.pop(active.request.request_id, None)
-        self._release(loaded.spec["key"])
-        loaded.last_used = time.time()
-        event: EngineEvent = {
-            "type": "finish",
-            "text": text,
-            "finish_reason": reason,  # type: ignore[typeddict-item]
-            "prompt_tokens": active.prompt_tokens,
-            "completion_tokens": active.completion_tokens,
-            "cached_tokens": active.cached_tokens,
-        }
-        active.sink(event)
+    def _refuse(self, request: Request, sink: EventSink, error: EngineError) -> None:
+        self._release(request.model["key"])
+        sink(error.as_event())
 
     def _cancel(self, request_id: str, model_key: str) -> None:
-        loaded = self._models.get(model_key)
-        if loaded is None:
-            return
-        uid = loaded.uid_by_request.get(request_id)
-        if uid is None:
-            return
-        loaded.batch.remove([uid])
-        active = loaded.active.get(uid)
-        if active is not None:
-            self._finish(loaded, active, "cancelled", "")
-        self._publish_stats(loaded)
+        for waiting in self._waiting:
+            if waiting.request.request_id == request_id:
+                self._waiting.remove(waiting)
+                self._refuse(waiting.request, waiting.sink, EngineError("Cancelled.", status=499, code="cancelled"))
+                return
+        runner = self._runners.get(model_key)
+        if runner is not None:
+            runner.cancel(request_id)
+            self._publish(runner)
 
-    def _reset_batch(self, loaded: LoadedModel, message: str) -> None:
-        from mlx_lm.generate import BatchGenerator
+    def _retry_waiting(self) -> None:
+        """Models went idle or unloaded: requests waiting for memory try again, oldest first."""
+        now = time.monotonic()
+        for waiting in list(self._waiting):
+            if self._admit(waiting.request, waiting.sink, waited=True):
+                self._waiting.remove(waiting)
+            elif now >= waiting.deadline:
+                self._waiting.remove(waiting)
+                self._refuse(waiting.request, waiting.sink, self._no_room(waiting.request.model))
 
-        for active in list(loaded.active.values()):
-            loaded.active.pop(active.uid, None)
-            loaded.uid_by_request.pop(active.request.request_id, None)
-            self._release(loaded.spec["key"])
-            active.sink({"type": "error", "status": 500, "code": "engine_error", "param": None, "message": message})
-        loaded.batch = BatchGenerator(
-            loaded.model,
-            completion_batch_size=self.config.max_batch,
-            prefill_batch_size=self.config.prefill_batch,
-            prefill_step_size=self.config.prefill_step,
+    # ---- the pool ---------------------------------------------------------------------
+
+    def _record(self, key: str) -> ModelRecord:
+        return self._records.setdefault(key, ModelRecord())
+
+    def _update_spec(self, runner: Runner, spec: ModelSpec) -> None:
+        """Pinning and TTL follow the profile as it is now (a profile edit needs no reload)."""
+        for name in ("pinned", "idle_ttl"):
+            if name in spec:
+                runner.spec[name] = spec[name]  # type: ignore[literal-required]
+
+    def _load_for(self, spec: ModelSpec, *, can_wait: bool) -> Runner | None:
+        """The loaded runner for ``spec``, loading it (after evictions) when it fits; None: wait."""
+        need = self._record(spec["key"]).weights_bytes or weights_on_disk(spec["path"])
+        if not self._make_room(need, keep=spec["key"]):
+            busy = any(runner.requests for runner in self._runners.values())
+            if busy and can_wait and self.config.load_wait > 0:
+                return None
+            if busy and not can_wait:
+                return None  # still waiting; the deadline decides
+            raise self._no_room(spec)
+        runner = self._load(spec)
+        # The estimate came from file sizes; what the load really holds may be more (a float32 kernel path).
+        over = bool(self.config.memory_budget) and active_memory() > self.config.memory_budget
+        if over and not self._make_room(0, keep=spec["key"]):
+            self._unload(runner, reason="did not fit after loading")
+            raise self._no_room(spec)
+        return runner
+
+    def _no_room(self, spec: ModelSpec) -> EngineError:
+        budget = self.config.memory_budget
+        busy = [runner.key for runner in self._runners.values() if runner.requests or runner.pinned]
+        return EngineError(
+            f"Not enough memory to load this model: it needs about {weights_on_disk(spec['path']) / 2**20:.0f} MiB, "
+            f"the budget is {budget / 2**20:.0f} MiB and {active_memory() / 2**20:.0f} MiB are held by "
+            f"{len(busy)} model(s) that are busy or pinned. Retry later.",
+            status=503,
+            code="insufficient_memory",
+            retry_after=RETRY_AFTER_SECONDS,
         )
-        self._publish_stats(loaded)
+
+    def _make_room(self, need: int, *, keep: str) -> bool:
+        """Free memory until ``need`` more bytes fit the budget: the prefix cache first, then idle
+        models least recently used first (never a pinned one, never ``keep``)."""
+        budget = self.config.memory_budget
+        if not budget:
+            return True
+        while active_memory() + need > budget:
+            over = active_memory() + need - budget
+            if self._prefix_cache is not None and self._prefix_cache.nbytes > 0:
+                self._prefix_cache.trim_to(n_bytes=max(0, self._prefix_cache.nbytes - over))
+                free_unused_memory()
+                if active_memory() + need <= budget:
+                    return True
+            idle = [r for r in self._runners.values() if not r.requests and not r.pinned and r.key != keep]
+            if not idle:
+                return False
+            victim = min(idle, key=lambda runner: runner.last_used)
+            self._record(victim.key).evictions += 1
+            self.evictions += 1
+            self._unload(victim, reason="evicted to make room")
+        return True
+
+    def _load(self, spec: ModelSpec) -> Runner:
+        key = spec["key"]
+        record = self._record(key)
+        record.state = "loading"
+        self._publish_record(spec, record)
+        started = time.perf_counter()
+        try:
+            runner = self._make_runner(spec)
+        except EngineError:
+            record.state = "unloaded"
+            self._publish_record(spec, record)
+            raise
+        except Exception as exc:
+            logger.exception("loading %s failed", spec["path"])
+            record.state = "unloaded"
+            record.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            self._publish_record(spec, record)
+            free_unused_memory()
+            raise EngineError(
+                f"The model could not be loaded: {type(exc).__name__}.", status=503, code="model_load_failed"
+            ) from exc
+        record.loads += 1
+        record.state = "loaded"
+        record.load_seconds = time.perf_counter() - started
+        record.last_error = ""
+        record.weights_bytes = runner.weights_bytes
+        self._runners[key] = runner
+        logger.info("loaded model %s (%s) in %.2fs", spec["path"], runner.kind, record.load_seconds)
+        self._publish(runner)
+        return runner
+
+    def _make_runner(self, spec: ModelSpec) -> Runner:
+        kind = spec.get("kind", "text")
+        if kind == "embedding":
+            from inference.engine.embeddings import EmbeddingRunner
+
+            return EmbeddingRunner(spec, self._release, max_batch_inputs=self.config.max_batch * 8)
+        if kind == "vision":
+            from inference.engine.vision import VisionRunner
+
+            return VisionRunner(spec, self._release)
+        batch = BatchConfig(
+            max_batch=self.config.max_batch,
+            prefill_batch=self.config.prefill_batch,
+            prefill_step=self.config.prefill_step,
+        )
+        return TextRunner(spec, self._release, batch=batch, prefix_cache=self._prefix_cache)
+
+    def _unload(self, runner: Runner, *, reason: str) -> None:
+        if runner.requests:
+            runner.fail_all(
+                EngineError(
+                    "The model was unloaded while this request was running.",
+                    status=503,
+                    code="model_unloaded",
+                    retry_after=1,
+                )
+            )
+        self._runners.pop(runner.key, None)
+        runner.close()
+        record = self._record(runner.key)
+        record.state = "unloaded"
+        self._publish_record(runner.spec, record)
+        del runner
+        free_unused_memory()
+        self._publish_memory()
+        logger.info("unloaded a model (%s)", reason)
+
+    def _expire(self) -> None:
+        """A few times a second: let requests waiting for memory try again, unload models idle past their TTL."""
+        now = time.monotonic()
+        if now < self._next_pool_check:
+            return
+        self._next_pool_check = now + POOL_CHECK_SECONDS
+        if self._waiting:
+            self._retry_waiting()
+        wall = time.time()
+        for runner in list(self._runners.values()):
+            ttl = runner.spec.get("idle_ttl")
+            ttl = self.config.idle_ttl if ttl is None else ttl
+            if ttl and not runner.pinned and not runner.requests and wall - runner.last_used >= ttl:
+                self._unload(runner, reason=f"idle for {ttl:.0f}s")
+
+    def _load_command(self, spec: ModelSpec, done: Future[dict[str, Any]]) -> None:
+        try:
+            runner = self._runners.get(spec["key"])
+            if runner is None:
+                runner = self._load_for(spec, can_wait=False)
+                if runner is None:
+                    raise self._no_room(spec)
+            self._update_spec(runner, spec)
+            runner.last_used = time.time()
+            self._publish(runner)
+        except EngineError as exc:
+            done.set_exception(exc)
+            return
+        done.set_result(self.stats()["models"].get(spec["key"], {}))
+
+    def _unload_command(self, key: str, force: bool, done: Future[dict[str, Any]]) -> None:
+        runner = self._runners.get(key)
+        if runner is None:
+            done.set_result({"state": "unloaded"})
+            return
+        if runner.requests and not force:
+            done.set_exception(
+                EngineError(
+                    f"The model has {runner.requests} request(s) in flight; unload with force to cancel them.",
+                    status=409,
+                    code="model_busy",
+                )
+            )
+            return
+        self._unload(runner, reason="asked to")
+        done.set_result({"state": "unloaded"})
+
+    # ---- stats ----------------------------------------------------------------------
 
     def _release(self, key: str) -> None:
         with self._lock:
             self._in_flight[key] = max(0, self._in_flight.get(key, 0) - 1)
 
-    def _publish_stats(self, loaded: LoadedModel) -> None:
-        decoding = len(loaded.batch._generation_batch)
-        prefix_cache_bytes = self._prefix_cache.nbytes if self._prefix_cache is not None else 0
-        # Most decode steps change none of these: skip the dict and the lock the web threads read under.
-        state = (len(loaded.active), decoding, prefix_cache_bytes, loaded.last_used)
-        if state == loaded.published:
-            return
-        loaded.published = state
-        snapshot = {
-            "state": "loaded",
-            "path": loaded.spec["path"],
-            "active_requests": len(loaded.active),
-            "decoding": decoding,
-            "weights_bytes": loaded.weights_bytes,
-            "waiting": len(loaded.active) - decoding,
-            "context_length": loaded.context_length,
-            "prefix_cache_bytes": prefix_cache_bytes,
-            "last_used": loaded.last_used,
-            **loaded.kernel,
+    def _publish_memory(self) -> None:
+        import mlx.core as mx
+
+        prefix = self._prefix_cache.nbytes if self._prefix_cache is not None else 0
+        memory = {
+            "budget_bytes": self.config.memory_budget,
+            "active_bytes": int(mx.get_active_memory()),
+            "peak_bytes": int(mx.get_peak_memory()),
+            "prefix_cache_bytes": prefix,
+            "weights_bytes": sum(runner.weights_bytes for runner in self._runners.values()),
         }
         with self._lock:
-            self._stats[loaded.spec["key"]] = snapshot
+            self._memory = memory
+
+    def _publish_record(self, spec: ModelSpec, record: ModelRecord) -> None:
+        snapshot = {
+            "state": record.state,
+            "kind": spec.get("kind", "text"),
+            "path": spec["path"],
+            "loads": record.loads,
+            "evictions": record.evictions,
+            "load_seconds": round(record.load_seconds, 3),
+            "last_error": record.last_error,
+            "pinned": bool(spec.get("pinned")),
+            "active_requests": 0,
+            "weights_bytes": 0,
+        }
+        with self._lock:
+            self._stats[spec["key"]] = snapshot
+
+    def _publish(self, runner: Runner) -> None:
+        prefix_cache_bytes = self._prefix_cache.nbytes if self._prefix_cache is not None else 0
+        # Most decode steps change none of these: skip the dict and the lock the web threads read under.
+        state = (runner.requests, prefix_cache_bytes, runner.last_used, runner.pinned, *runner.snapshot().values())
+        if state == runner.published:
+            return
+        runner.published = state
+        record = self._record(runner.key)
+        snapshot = {
+            "state": "loaded",
+            "kind": runner.kind,
+            "path": runner.spec["path"],
+            "active_requests": runner.requests,
+            "weights_bytes": runner.weights_bytes,
+            "context_length": runner.context_length,
+            "prefix_cache_bytes": prefix_cache_bytes,
+            "last_used": runner.last_used,
+            "loaded_at": runner.loaded_at,
+            "pinned": runner.pinned,
+            "loads": record.loads,
+            "evictions": record.evictions,
+            "load_seconds": round(record.load_seconds, 3),
+            "last_error": record.last_error,
+            **runner.snapshot(),
+            **runner.kernel,
+        }
+        with self._lock:
+            self._stats[runner.key] = snapshot
+        if not runner.requests:
+            self._publish_memory()
 
 
 EngineFactory = Callable[[], Engine]

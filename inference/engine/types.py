@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
+
+ModelKind = Literal["text", "vision", "embedding"]
 
 
 class ModelSpec(TypedDict):
     key: str  # one loaded model per key (the folder path)
     path: str
     context_length: int | None
+    kind: NotRequired[ModelKind]  # which runtime serves it; text when absent
+    pinned: NotRequired[bool]  # never evicted, never unloaded for idleness
+    idle_ttl: NotRequired[float | None]  # seconds idle before it unloads; None: the engine's default
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,21 @@ class GenerationRequest:
     model: ModelSpec
     # Exactly one of these: chat messages (rendered with the tokenizer's chat
     # template), a raw prompt string, or prompt token ids.
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     prompt_tokens: list[int] | None = None
     max_tokens: int | None = None
     stop: list[str] = field(default_factory=list)
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    # Decoded images for a vision model, in the order their parts appear in ``messages``.
+    images: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class EmbeddingRequest:
+    request_id: str
+    model: ModelSpec
+    inputs: list[str | list[int]]
 
 
 class AcceptedEvent(TypedDict):
@@ -61,27 +75,46 @@ class FinishEvent(TypedDict):
     cached_tokens: int
 
 
+class EmbeddingsEvent(TypedDict):
+    type: Literal["embeddings"]
+    vectors: Any  # numpy float32 array, one row per input, in input order
+    prompt_tokens: int
+
+
 class ErrorEvent(TypedDict):
     type: Literal["error"]
     status: int
     code: str
     param: str | None
     message: str
+    retry_after: NotRequired[int]  # seconds, for refusals that pass (a full queue, memory in use)
 
 
-EngineEvent = AcceptedEvent | DeltaEvent | FinishEvent | ErrorEvent
+EngineEvent = AcceptedEvent | DeltaEvent | FinishEvent | EmbeddingsEvent | ErrorEvent
 EventSink = Callable[[EngineEvent], None]
-TERMINAL_EVENTS = frozenset({"finish", "error"})
+TERMINAL_EVENTS = frozenset({"finish", "error", "embeddings"})
 
 
 class EngineError(Exception):
     """A refusal the client should see, with its HTTP status and OpenAI code."""
 
-    def __init__(self, message: str, *, status: int, code: str, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int, code: str, param: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.param = param
+        self.retry_after = retry_after
 
     def as_event(self) -> ErrorEvent:
-        return {"type": "error", "status": self.status, "code": self.code, "param": self.param, "message": str(self)}
+        event: ErrorEvent = {
+            "type": "error",
+            "status": self.status,
+            "code": self.code,
+            "param": self.param,
+            "message": str(self),
+        }
+        if self.retry_after is not None:
+            event["retry_after"] = self.retry_after
+        return event

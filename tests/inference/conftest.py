@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from inference.engine.engine import Engine, EngineConfig
 from tests.conftest import LiveHub
 
 
@@ -46,3 +47,25 @@ def tokenizer(demo_model_dir: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(demo_model_dir))
+
+
+@pytest.fixture
+def make_engine() -> Iterator[Callable[..., Engine]]:
+    """Engines made here are stopped at the end of the test; pass start=False to queue requests first."""
+    engines: list[Engine] = []
+
+    def make(*, start: bool = True, **config: Any) -> Engine:
+        engine = Engine(EngineConfig(**config))
+        engines.append(engine)
+        if start:
+            engine.start()
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.stop()
+
+
+@pytest.fixture
+def engine(make_engine: Callable[..., Engine]) -> Engine:
+    return make_engine()

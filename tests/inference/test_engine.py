@@ -3,104 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from inference.engine import engine as engine_module
-from inference.engine.client import InProcessEngineClient, RequestStream
-from inference.engine.engine import Engine, EngineConfig
+from inference.engine import text as text_runner_module
+from inference.engine.client import InProcessEngineClient
 from inference.engine.stops import StopStringMatcher
-from inference.engine.types import EngineError, GenerationRequest, ModelSpec, SamplingParams
-
-PROMPT = "once upon a time there was a little boy who"
-GREEDY = SamplingParams(temperature=0.0)
-WAIT_SECONDS = 60
-
-
-@dataclass
-class Outcome:
-    # Any, not EngineEvent: the tests read fields of whichever event type they expect.
-    events: list[Any] = field(default_factory=list)
-
-    @property
-    def kinds(self) -> list[str]:
-        return [event["type"] for event in self.events]
-
-    @property
-    def last(self) -> Any:
-        return self.events[-1]
-
-    @property
-    def pieces(self) -> list[str]:
-        return [event["text"] for event in self.events if event["type"] in ("delta", "finish") and event["text"]]
-
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
+from inference.engine.types import EngineError, ModelSpec, SamplingParams
+from tests.inference.engine_kit import GREEDY, WAIT_SECONDS, collect, generation, run, settled
 
 
 @pytest.fixture
 def spec(tiny_model_dir: Path) -> ModelSpec:
     return {"key": str(tiny_model_dir), "path": str(tiny_model_dir), "context_length": None}
-
-
-@pytest.fixture
-def make_engine() -> Iterator[Callable[..., Engine]]:
-    """Engines made here are stopped at the end of the test; pass start=False to queue requests first."""
-    engines: list[Engine] = []
-
-    def make(*, start: bool = True, **config: Any) -> Engine:
-        engine = Engine(EngineConfig(**config))
-        engines.append(engine)
-        if start:
-            engine.start()
-        return engine
-
-    yield make
-    for engine in engines:
-        engine.stop()
-
-
-@pytest.fixture
-def engine(make_engine: Callable[..., Engine]) -> Engine:
-    return make_engine()
-
-
-def generation(spec: ModelSpec, **fields: Any) -> GenerationRequest:
-    if not {"messages", "prompt", "prompt_tokens"} & fields.keys():
-        fields["prompt"] = PROMPT
-    fields.setdefault("max_tokens", 16)
-    fields.setdefault("sampling", GREEDY)
-    return GenerationRequest(request_id=uuid.uuid4().hex, model=spec, **fields)
-
-
-async def collect(stream: RequestStream) -> Outcome:
-    outcome = Outcome()
-    async with asyncio.timeout(WAIT_SECONDS):
-        async for event in stream:
-            outcome.events.append(event)
-    return outcome
-
-
-async def run(engine: Engine, request: GenerationRequest) -> Outcome:
-    return await collect(InProcessEngineClient(engine).open(request))
-
-
-async def settled(engine: Engine, key: str) -> dict[str, Any]:
-    """Stats once the engine has let go of every request for ``key``."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        stats = engine.stats()
-        if stats["in_flight"].get(key, 0) == 0 and stats["models"].get(key, {}).get("active_requests", 0) == 0:
-            return stats
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"requests still in flight: {engine.stats()}")
 
 
 # ---- stop strings -----------------------------------------------------------------
@@ -276,7 +194,7 @@ async def test_the_engine_survives_token_ids_outside_the_vocabulary(engine, spec
 
 
 async def test_the_engine_survives_a_request_that_fails_while_generating(engine, spec, monkeypatch):
-    real_sampler = engine_module.make_request_sampler
+    real_sampler = text_runner_module.make_request_sampler
 
     def sampler_for(params: SamplingParams) -> Callable[..., Any]:
         if params.seed != 666:
@@ -287,7 +205,7 @@ async def test_the_engine_survives_a_request_that_fails_while_generating(engine,
 
         return broken
 
-    monkeypatch.setattr(engine_module, "make_request_sampler", sampler_for)
+    monkeypatch.setattr(text_runner_module, "make_request_sampler", sampler_for)
 
     failed = await run(engine, generation(spec, sampling=SamplingParams(temperature=1.0, seed=666)))
     served = await run(engine, generation(spec, max_tokens=4))
