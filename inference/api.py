@@ -28,16 +28,20 @@ from catalog.models import Profile
 from catalog.selectors import profile_for_model_name, profiles_servable
 from inference.constants import OWNED_BY, SSE_DONE, SSE_HEARTBEAT
 from inference.engine.client import RequestStream
-from inference.engine.types import EngineError, EngineEvent, FinishEvent, GenerationRequest
+from inference.engine.types import EmbeddingRequest, EngineError, EngineEvent, FinishEvent, GenerationRequest
 from inference.errors import OpenAIError, error_response, param_from_loc, sse_data, sse_error
 from inference.runtime import engine_client
 from inference.schemas import ChatCompletionRequest, CompletionRequest
 from inference.services import (
+    IMAGE_TOKENS_BOUND,
     TEMPLATE_TOKENS_PER_MESSAGE,
+    chat_images,
     chat_request,
     completion_request,
+    message_bytes,
     new_completion_id,
     now,
+    require_kind,
     usage_body,
 )
 from mlxhub.accounts.limits import LimitExceeded, Reservation, usage_reserve
@@ -223,10 +227,13 @@ def _model_card(profile: Profile, stats: dict[str, Any]) -> dict[str, Any]:
         "object": "model",
         "created": int(profile.created_at.timestamp()),
         "owned_by": OWNED_BY,
+        # loaded, loading or unloaded; memory is what the loaded weights hold (0 when unloaded).
         "state": model_stats.get("state", "unloaded"),
-        "memory_bytes": model_stats.get("weights_bytes", 0),
+        "memory_bytes": model_stats.get("weights_bytes", 0) if model_stats.get("state") == "loaded" else 0,
         "kind": profile.local_model.kind,
         "context_length": profile.effective_context_length(),
+        "pinned": profile.pinned,
+        "kernel_path": model_stats.get("kernel_path"),
     }
 
 
@@ -249,17 +256,20 @@ async def engine_status(request: HttpRequest) -> HttpResponse:
     return JsonResponse(engine_client().stats())
 
 
-def _open(generation: GenerationRequest) -> RequestStream:
+def _open(generation: GenerationRequest | EmbeddingRequest) -> RequestStream:
     try:
         return engine_client().open(generation)
     except EngineError as exc:
-        headers = {"Retry-After": "1"} if exc.status == 429 else {}
-        raise OpenAIError(str(exc), status=exc.status, code=exc.code, param=exc.param, headers=headers) from exc
+        raise _engine_failure(exc.as_event()) from exc
 
 
 def _engine_failure(event: EngineEvent) -> OpenAIError:
     assert event["type"] == "error"
-    return OpenAIError(event["message"], status=event["status"], code=event["code"], param=event["param"])
+    retry_after = event.get("retry_after")
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return OpenAIError(
+        event["message"], status=event["status"], code=event["code"], param=event["param"], headers=headers
+    )
 
 
 async def _next_event(stream: RequestStream, timeout: float | None) -> EngineEvent | None:
@@ -414,7 +424,8 @@ def _estimated_cost(generation: GenerationRequest, context_length: int | None) -
     if generation.prompt_tokens is not None:
         prompt = len(generation.prompt_tokens)
     elif generation.messages is not None:
-        prompt = sum(len(m["content"].encode()) + TEMPLATE_TOKENS_PER_MESSAGE for m in generation.messages)
+        prompt = sum(message_bytes(m) + TEMPLATE_TOKENS_PER_MESSAGE for m in generation.messages)
+        prompt += IMAGE_TOKENS_BOUND * len(generation.images)
     else:
         prompt = len((generation.prompt or "").encode()) + 1
     if context_length:
@@ -640,7 +651,11 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest)
     include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
 
     async def local(profile: Profile) -> HttpResponseBase:
+        require_kind(profile, "chat completions")
         generation = chat_request(payload=payload, profile=profile, request_id=governed.audit.request_id)
+        generation.images = (
+            await chat_images(payload) if generation.messages and profile.local_model.kind == "vision" else []
+        )
         fmt = ChatFormat(payload.model, include_usage)
         return await _serve(governed, generation, profile, fmt, stream_response=payload.stream)
 
@@ -668,20 +683,28 @@ async def completions(request: HttpRequest, payload: CompletionRequest) -> HttpR
     include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
 
     async def local(profile: Profile) -> HttpResponseBase:
+        require_kind(profile, "text completions")
         generation = completion_request(payload=payload, profile=profile, request_id=governed.audit.request_id)
         fmt = CompletionFormat(payload.model, include_usage)
         return await _serve(governed, generation, profile, fmt, stream_response=payload.stream)
 
     async def cloud(target: Target) -> HttpResponseBase:
-        # Text completions are a legacy endpoint Anthropic lacks; cloud targets serve chat and messages only.
-        raise OpenAIError(
-            f"The model '{payload.model}' is routed to a cloud provider, which serves chat completions only.",
-            status=400,
-            code="unsupported_backend",
-            param="model",
+        # Text completions are a legacy endpoint: OpenAI-shaped upstreams serve them, Anthropic's API has none.
+        body = payload.model_dump(exclude_none=True)
+        governed.reserve(cloud_cost(body["prompt"], payload.max_tokens))
+        return await cloud_serve(
+            governed=governed,
+            target=target,
+            client=ClientProtocol.OPENAI,
+            body=body,
+            requested_model=payload.model,
+            stream=payload.stream,
+            include_usage=include_usage,
+            text_completion=True,
         )
 
     return await serve_routed(governed, route, local=local, cloud=cloud)
 
 
 from inference import anthropic as _anthropic  # noqa: E402, F401  (registers /v1/messages on `api`)
+from inference import embeddings_api as _embeddings  # noqa: E402, F401  (registers /v1/embeddings on `api`)

@@ -183,3 +183,33 @@ class AnthropicMessagesRequest(AnthropicCountTokensRequest):
     top_k: int | None = Field(default=None, ge=0)
     stream: bool = False
     metadata: dict[str, Any] | None = None
+
+
+# One request embeds at most this many inputs, as OpenAI's endpoint allows.
+MAX_EMBEDDING_INPUTS = 2048
+
+
+class EmbeddingsRequest(StrictModel):
+    model: Text = Field(min_length=1, max_length=200)
+    # A string, a list of strings, a list of token ids (one input), or a list of token id lists.
+    input: Text | list[Text] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: Text | None = Field(default=None, max_length=256)
+
+    def inputs(self) -> list[str | list[int]]:
+        value = self.input
+        if isinstance(value, str):
+            items: list[str | list[int]] = [value]
+        elif value and all(isinstance(item, int) for item in value):
+            items = [[int(item) for item in value if isinstance(item, int)]]
+        else:
+            items = list(value)  # type: ignore[arg-type]
+        if not items:
+            raise ValueError("input must not be empty")
+        if len(items) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} inputs per request, got {len(items)}")
+        for item in items:
+            if not item:
+                raise ValueError("input must not contain empty strings or empty token lists")
+        return items

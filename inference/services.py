@@ -6,14 +6,45 @@ import time
 import uuid
 from typing import Any
 
-from catalog.models import Profile
+from catalog.models import ModelKind, Profile
 from inference.engine.types import GenerationRequest, ModelSpec, SamplingParams
 from inference.errors import OpenAIError
-from inference.schemas import ChatCompletionRequest, CompletionRequest, ImagePart, SamplingFields
+from inference.schemas import ChatCompletionRequest, CompletionRequest, ImagePart, SamplingFields, TextPart
 
 DEFAULT_TEMPERATURE = 1.0
 # Tokens a chat template adds around each message (role markers, separators), at most.
 TEMPLATE_TOKENS_PER_MESSAGE = 16
+# Tokens one image may become in a vision prompt, at most (for the usage reservation before tokenizing).
+IMAGE_TOKENS_BOUND = 4096
+# Which endpoints each kind of model serves.
+SERVES = {
+    "chat completions": {ModelKind.TEXT, ModelKind.VISION},
+    "text completions": {ModelKind.TEXT},
+    "embeddings": {ModelKind.EMBEDDING},
+}
+
+
+def require_kind(profile: Profile, what: str) -> None:
+    """A request of the wrong kind (chat to an embedding model) gets a 400 saying so."""
+    kind = profile.local_model.kind
+    if kind not in SERVES[what]:
+        endpoint = {
+            ModelKind.EMBEDDING: "/v1/embeddings",
+            ModelKind.TEXT: "/v1/chat/completions or /v1/completions",
+            ModelKind.VISION: "/v1/chat/completions",
+        }[ModelKind(kind)]
+        raise OpenAIError(
+            f"The model '{profile.name}' is a {kind} model and does not serve {what}; use {endpoint}.",
+            param="model",
+            code="wrong_model_kind",
+        )
+
+
+def message_bytes(message: dict[str, Any]) -> int:
+    content = message["content"]
+    if isinstance(content, str):
+        return len(content.encode())
+    return sum(len(str(part.get("text", "")).encode()) for part in content)
 
 
 def model_spec_for(profile: Profile) -> ModelSpec:
@@ -27,7 +58,7 @@ def model_spec_for(profile: Profile) -> ModelSpec:
     }
 
 
-def refuse_unsupported(payload: SamplingFields) -> None:
+def refuse_unsupported(payload: SamplingFields, *, images: bool = False) -> None:
     """Fields the engine does not honour yet: a 400 naming them, never a silent ignore."""
     if payload.n is not None and payload.n > 1:
         raise OpenAIError("n > 1 is not supported yet; send one request per choice.", param="n")
@@ -50,7 +81,7 @@ def refuse_unsupported(payload: SamplingFields) -> None:
                 raise OpenAIError("Tool calling is not supported by local models yet.", param=f"messages[{index}]")
             if isinstance(message.content, list):
                 for part_index, part in enumerate(message.content):
-                    if isinstance(part, ImagePart):
+                    if isinstance(part, ImagePart) and not images:
                         raise OpenAIError(
                             "Image inputs are not supported by this model.",
                             param=f"messages[{index}].content[{part_index}]",
@@ -83,15 +114,67 @@ def sampling_params(payload: SamplingFields, profile: Profile) -> SamplingParams
     )
 
 
-def chat_request(*, payload: ChatCompletionRequest, profile: Profile, request_id: str) -> GenerationRequest:
-    refuse_unsupported(payload)
+def engine_messages(payload: ChatCompletionRequest, *, vision: bool) -> list[dict[str, Any]]:
+    """Messages as the engine renders them: text, or for a vision model text and image placeholders in order."""
+    messages: list[dict[str, Any]] = []
+    for message in payload.messages:
+        role = "system" if message.role == "developer" else message.role
+        if vision and isinstance(message.content, list) and any(isinstance(p, ImagePart) for p in message.content):
+            parts = [
+                {"type": "text", "text": part.text} if isinstance(part, TextPart) else {"type": "image"}
+                for part in message.content
+            ]
+            messages.append({"role": role, "content": parts})
+        else:
+            messages.append({"role": role, "content": message.text()})
+    return messages
+
+
+def image_urls(payload: ChatCompletionRequest) -> list[tuple[str, str]]:
+    """(url, param) of every image part, in order."""
+    found = []
+    for index, message in enumerate(payload.messages):
+        if isinstance(message.content, list):
+            for part_index, part in enumerate(message.content):
+                if isinstance(part, ImagePart):
+                    found.append((part.image_url.url, f"messages[{index}].content[{part_index}].image_url.url"))
+    return found
+
+
+async def chat_images(payload: ChatCompletionRequest) -> list[Any]:
+    """The request's images, decoded or fetched (size cap, timeout, no private addresses); 400 when one fails."""
+    from django.conf import settings
+
+    from inference.images import ImageError, load_image
+
+    images = []
+    for url, param in image_urls(payload):
+        try:
+            images.append(
+                await load_image(
+                    url,
+                    max_bytes=settings.MLXHUB_IMAGE_MAX_BYTES,
+                    timeout=settings.MLXHUB_IMAGE_FETCH_TIMEOUT,
+                    allow_private=settings.MLXHUB_IMAGE_ALLOW_PRIVATE,
+                )
+            )
+        except ImageError as exc:
+            raise OpenAIError(str(exc), param=param, code="invalid_image") from exc
+    return images
+
+
+def chat_request(
+    *, payload: ChatCompletionRequest, profile: Profile, request_id: str, images: list[Any] | None = None
+) -> GenerationRequest:
+    vision = profile.local_model.kind == ModelKind.VISION
+    refuse_unsupported(payload, images=vision)
     both_given = payload.max_completion_tokens is not None and payload.max_tokens is not None
     if both_given and payload.max_completion_tokens != payload.max_tokens:
         raise OpenAIError(
             "max_tokens and max_completion_tokens disagree; send only max_completion_tokens.",
             param="max_completion_tokens",
         )
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in payload.messages]
+    messages = engine_messages(payload, vision=vision)
     if profile.system_prompt and not any(message["role"] == "system" for message in messages):
         messages.insert(0, {"role": "system", "content": profile.system_prompt})
     max_tokens = payload.max_completion_tokens or payload.max_tokens or profile.default_max_tokens
@@ -102,6 +185,7 @@ def chat_request(*, payload: ChatCompletionRequest, profile: Profile, request_id
         max_tokens=max_tokens,
         stop=payload.stop_list(),
         sampling=sampling_params(payload, profile),
+        images=images or [],
     )
 
 

@@ -122,6 +122,11 @@ MLXHUB_ENDPOINT_TIMEOUTS: dict[str, float] = {
 }
 MLXHUB_HEARTBEAT_SECONDS = _env_float("MLXHUB_HEARTBEAT_SECONDS", 5.0)
 MLXHUB_MAX_BODY_BYTES = _env_int("MLXHUB_MAX_BODY_BYTES", 8 * 1024 * 1024)
+# Images in chat messages (vision models): the most bytes one may have, how long a URL fetch may take,
+# and whether URLs may point at private, loopback or link-local addresses (off: a guard against SSRF).
+MLXHUB_IMAGE_MAX_BYTES = _env_int("MLXHUB_IMAGE_MAX_BYTES", 20 * 1024 * 1024)
+MLXHUB_IMAGE_FETCH_TIMEOUT = _env_float("MLXHUB_IMAGE_FETCH_TIMEOUT", 10.0)
+MLXHUB_IMAGE_ALLOW_PRIVATE = _env_bool("MLXHUB_IMAGE_ALLOW_PRIVATE", False)
 
 
 def _secret_key() -> str:

@@ -112,13 +112,19 @@ async def cloud_serve(
     requested_model: str,
     stream: bool,
     include_usage: bool,
+    text_completion: bool = False,
 ) -> HttpResponseBase:
-    """Raises UpstreamError before anything is sent (the caller falls through or answers the error)."""
+    """Raises UpstreamError before anything is sent (the caller falls through or answers the error).
+
+    ``text_completion``: the legacy /v1/completions, relayed as is to OpenAI-shaped upstreams only.
+    """
     assert target.credential is not None
     upstream_anthropic = target.credential.speaks_anthropic
+    if text_completion and upstream_anthropic:
+        raise _unsupported(requested_model, "text completions")
     governed.audit.backend = target.backend
     governed.audit.model_served = target.model
-    path = "/messages" if upstream_anthropic else "/chat/completions"
+    path = "/messages" if upstream_anthropic else "/completions" if text_completion else "/chat/completions"
     result = await upstream_call(
         target.credential, _upstream_body(target, client, body, stream), path=path, stream=stream
     )
@@ -141,6 +147,32 @@ async def cloud_serve(
         response = JsonResponse(result)
     response[BACKEND_HEADER] = target.backend
     return response
+
+
+def _unsupported(requested_model: str, what: str) -> OpenAIError:
+    return OpenAIError(
+        f"The model '{requested_model}' is routed to an Anthropic upstream, which has no {what} endpoint.",
+        status=400,
+        code="unsupported_backend",
+        param="model",
+    )
+
+
+async def cloud_embeddings(
+    *, governed: Governance, target: Target, body: dict[str, Any], requested_model: str
+) -> HttpResponseBase:
+    """Embeddings from an OpenAI-shaped upstream; raises UpstreamError before anything is sent."""
+    assert target.credential is not None
+    if target.credential.speaks_anthropic:
+        raise _unsupported(requested_model, "embeddings")
+    governed.audit.backend = target.backend
+    governed.audit.model_served = target.model
+    result = await upstream_call(target.credential, {**body, "model": target.model}, path="/embeddings", stream=False)
+    assert isinstance(result, dict)
+    result["model"] = requested_model
+    governed.audit.mark_first_token()
+    governed.close(status=200, finish=finish_event((result.get("usage") or {}).get("prompt_tokens") or 0, 0, 0))
+    return JsonResponse(result)
 
 
 async def _relay(
@@ -190,7 +222,8 @@ async def _relay(
                 continue
             if data.get("usage"):
                 counts = openai_usage_counts(data["usage"])
-            if any((choice.get("delta") or {}).get("content") for choice in data.get("choices") or []):
+            choices = data.get("choices") or []
+            if any((choice.get("delta") or {}).get("content") or choice.get("text") for choice in choices):
                 governed.audit.mark_first_token()
             if to_anthropic is not None:
                 for name, payload in to_anthropic.feed(data):

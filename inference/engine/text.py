@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from inference.engine.kernels import prepare_model
 from inference.engine.runner import Release, Runner
@@ -65,7 +65,8 @@ def keeping_leading_space(detokenizer: Any) -> Any:
 def parameter_bytes(model: Any) -> int:
     from mlx.utils import tree_flatten
 
-    return sum(array.nbytes for _, array in tree_flatten(model.parameters()))
+    arrays = cast(list[tuple[str, Any]], tree_flatten(model.parameters()))
+    return sum(array.nbytes for _, array in arrays)
 
 
 def tokens_in_vocabulary(tokens: list[int], vocab_size: int | None) -> bool:
@@ -82,6 +83,7 @@ class TextRunner(Runner):
         super().__init__(spec, release)
         self.config = batch
         self.prefix_cache = prefix_cache
+        self.model: Any
         self.model, self.tokenizer = mlx_lm.load(spec["path"])[:2]  # the 3-tuple form only comes with return_config
         self.kernel = prepare_model(self.model, path=spec["path"])
         self.weights_bytes = parameter_bytes(self.model)
