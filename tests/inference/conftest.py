@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import httpx
 import openai
 import pytest
 
+from catalog.demo_model import build_model
 from inference.engine.engine import Engine, EngineConfig
 from tests.conftest import LiveHub
 
@@ -69,3 +71,13 @@ def make_engine() -> Iterator[Callable[..., Engine]]:
 @pytest.fixture
 def engine(make_engine: Callable[..., Engine]) -> Engine:
     return make_engine()
+
+
+@pytest.fixture(scope="session")
+def three_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three folders of the demo preset (about 9 MB of weights each): loads large enough to measure."""
+    root = tmp_path_factory.mktemp("three")
+    first = build_model(root / "a", "demo")
+    for name in ("b", "c"):
+        shutil.copytree(first, root / name)
+    return [first, root / "b", root / "c"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,21 +10,10 @@ from typing import Any
 
 import pytest
 
-from catalog.demo_model import build_model
 from inference.engine.client import InProcessEngineClient
 from inference.engine.engine import Engine, active_memory, free_unused_memory
 from inference.engine.types import ModelSpec
 from tests.inference.engine_kit import collect, generation, run, settled
-
-
-@pytest.fixture(scope="module")
-def three_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three folders of the demo preset (about 9 MB of weights each): loads large enough to measure."""
-    root = tmp_path_factory.mktemp("pool")
-    first = build_model(root / "a", "demo")
-    for name in ("b", "c"):
-        shutil.copytree(first, root / name)
-    return [first, root / "b", root / "c"]
 
 
 def spec_of(path: Path, **extra: Any) -> ModelSpec:
