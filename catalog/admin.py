@@ -1,4 +1,5 @@
-"""The catalog in the admin: local models, downloads (with hub search and live progress), the hub token."""
+"""The catalog in the admin: local models, profiles (with their models' load state), downloads (with hub search
+and live progress), the hub token."""
 
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ from catalog.services import (
     profile_delete,
     profile_save,
 )
+from catalog.services.pool import pool_models, profile_load, profile_unload
+from inference.engine.types import EngineError
 
 
 def _actor(request: HttpRequest) -> User | None:
@@ -114,12 +117,68 @@ class ProfileAdmin(admin.ModelAdmin):
     list_select_related = ["local_model"]
     search_fields = ["name", "local_model__repo_id"]
     autocomplete_fields = ["local_model"]
+    actions = ["load_models", "unload_idle_models", "force_unload_models"]
 
     def save_model(self, request: HttpRequest, obj: Profile, form: Any, change: bool) -> None:
         profile_save(profile=obj, actor=_actor(request), changed=list(form.changed_data))
 
     def delete_model(self, request: HttpRequest, obj: Profile) -> None:
         profile_delete(profile=obj, actor=_actor(request))
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        # The pool's stats are read once per page (and never start the engine), not once per row.
+        pool = pool_models()
+
+        @admin.display(description="state")
+        def state(profile: Profile) -> str:
+            return _pool_state(pool.get(profile.local_model.path, {}))
+
+        columns: list[Any] = list(self.list_display)
+        columns.insert(columns.index("local_model") + 1, state)
+        return columns
+
+    @admin.action(description="Load selected models", permissions=["change"])
+    def load_models(self, request: HttpRequest, queryset: QuerySet[Profile]) -> None:
+        loaded = []
+        for profile in queryset.select_related("local_model"):
+            try:
+                stats = profile_load(profile=profile, actor=_actor(request))
+            except EngineError as exc:
+                self.message_user(request, f"{profile.name} was not loaded: {exc}", messages.ERROR)
+                continue
+            loaded.append(f"{profile.name} ({filesizeformat(stats.get('weights_bytes', 0))})")
+        if loaded:
+            self.message_user(request, f"Loaded {', '.join(loaded)}.", messages.SUCCESS)
+
+    @admin.action(description="Unload selected models (idle only)", permissions=["change"])
+    def unload_idle_models(self, request: HttpRequest, queryset: QuerySet[Profile]) -> None:
+        self._unload(request, queryset, force=False)
+
+    @admin.action(description="Force unload selected models (cancels their requests)", permissions=["change"])
+    def force_unload_models(self, request: HttpRequest, queryset: QuerySet[Profile]) -> None:
+        self._unload(request, queryset, force=True)
+
+    def _unload(self, request: HttpRequest, queryset: QuerySet[Profile], *, force: bool) -> None:
+        unloaded = []
+        for profile in queryset.select_related("local_model"):
+            try:
+                profile_unload(profile=profile, actor=_actor(request), force=force)
+            except EngineError as exc:
+                level = messages.WARNING if exc.code == "model_busy" else messages.ERROR
+                self.message_user(request, f"{profile.name} was not unloaded: {exc}", level)
+                continue
+            unloaded.append(profile.name)
+        if unloaded:
+            self.message_user(request, f"Unloaded {', '.join(unloaded)}.", messages.SUCCESS)
+
+
+def _pool_state(stats: dict[str, Any]) -> str:
+    state = str(stats.get("state", "unloaded"))
+    if state != "loaded":
+        return state
+    running = stats.get("active_requests", 0)
+    busy = f", {running} running" if running else ""
+    return f"loaded ({filesizeformat(stats.get('weights_bytes', 0))}{busy})"
 
 
 DownloadAction = Callable[..., Download]

@@ -1,7 +1,9 @@
-"""Control API for the catalog: hub search and details, downloads, local models, the hub token.
+"""Control API for the catalog: hub search and details, downloads, local models, the hub token, profiles and
+loading their models.
 
 Errors are RFC 7807 problems (mlxhub.problems): a hub failure keeps its meaning (404 unknown repository,
-403 gated, 503 hub unreachable), a refused download says why (507 not enough disk).
+403 gated, 503 hub unreachable), a refused download says why (507 not enough disk), a model that does not fit
+the memory budget is a 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from dataclasses import asdict
 from typing import Any, cast
 
 from django.contrib.auth.models import User
+from django.db.models import ProtectedError, QuerySet
 from django.shortcuts import get_object_or_404
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from rest_framework import generics, serializers, status
+from rest_framework import generics, serializers, status, viewsets
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,7 +23,7 @@ from rest_framework.views import APIView
 
 from catalog.constants import DEFAULT_AUTHOR, KIND_PIPELINE_TAGS, SEARCH_MAX_PAGE_SIZE, SEARCH_PAGE_SIZE, SEARCH_SORTS
 from catalog.hub import HubError
-from catalog.models import Download, LocalModel
+from catalog.models import Download, LocalModel, Profile
 from catalog.selectors import (
     SearchQuery,
     downloads_visible,
@@ -29,6 +32,7 @@ from catalog.selectors import (
     hub_token_is_set,
     local_models_listed,
 )
+from catalog.serializers import ProfileSerializer
 from catalog.services import (
     DownloadRefused,
     DownloadStateError,
@@ -41,19 +45,27 @@ from catalog.services import (
     hub_token_set,
     local_model_delete,
     local_models_scan,
+    profile_delete,
+    profile_save,
 )
+from catalog.services.pool import pool_models, profile_load, profile_unload
+from inference.engine.types import EngineError
 from mlxhub.accounts.models import Role
 
 
 class CatalogProblem(APIException):
     """An error with its own status code, rendered as a problem by mlxhub.problems."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, *, retry_after: int | None = None) -> None:
         self.status_code = status_code
+        # DRF's handler turns ``wait`` into the Retry-After header; mlxhub.problems keeps it.
+        self.wait = retry_after
         super().__init__(detail)
 
 
 def _problem_from(exc: Exception) -> CatalogProblem:
+    if isinstance(exc, EngineError):
+        return CatalogProblem(exc.status, str(exc), retry_after=exc.retry_after)
     if isinstance(exc, HubError):
         return CatalogProblem(exc.status, exc.message)
     if isinstance(exc, DownloadRefused):
@@ -295,6 +307,84 @@ class HubTokenView(APIView):
     def delete(self, request: Request) -> Response:
         hub_token_clear(actor=cast(User, request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ProfileViewSet(viewsets.ModelViewSet):  # type: ignore[type-arg]
+    """/api/profiles/{name}/: the names clients send as ``model``; writes go through the audited services."""
+
+    read_role = Role.VIEWER
+    write_role = Role.ADMIN
+    serializer_class = ProfileSerializer
+    lookup_field = "name"
+    lookup_value_regex = r"[-a-zA-Z0-9_]+"  # Profile.name is an ASCII slug
+
+    def get_queryset(self) -> QuerySet[Profile]:
+        return Profile.objects.select_related("local_model").order_by("name")
+
+    def get_serializer_context(self) -> dict[str, Any]:
+        # One snapshot of the pool per response, never per row (and never starting the engine to read it).
+        return {**super().get_serializer_context(), "pool": pool_models()}
+
+    def perform_create(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        data = dict(serializer.validated_data)
+        profile = Profile(**data)
+        serializer.instance = profile_save(profile=profile, actor=cast(User, self.request.user), changed=list(data))
+
+    def perform_update(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        profile = cast(Profile, serializer.instance)
+        changed = [name for name, value in serializer.validated_data.items() if getattr(profile, name) != value]
+        for name in changed:
+            setattr(profile, name, serializer.validated_data[name])
+        serializer.instance = profile_save(profile=profile, actor=cast(User, self.request.user), changed=changed)
+
+    def perform_destroy(self, instance: Profile) -> None:
+        # A loaded model stays loaded (other profiles may share its folder); only routing rules hold a profile.
+        try:
+            profile_delete(profile=instance, actor=cast(User, self.request.user))
+        except ProtectedError as exc:
+            # A fallback row names its rule; the rule is what a person recognises.
+            holders = ", ".join(sorted({str(getattr(holder, "rule", holder)) for holder in exc.protected_objects}))
+            raise CatalogProblem(
+                status.HTTP_409_CONFLICT, f"{instance.name} is a target of routing rules: {holders}."
+            ) from exc
+
+
+class UnloadSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    force = serializers.BooleanField(
+        required=False, default=False, help_text="Unload even with requests in flight; they end with a 503."
+    )
+
+
+class ModelLoadView(APIView):
+    """POST /api/models/{name}/load: {name} is a profile, as clients name it; 200 with the model's stats."""
+
+    read_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def post(self, request: Request, name: str) -> Response:
+        profile = get_object_or_404(Profile.objects.select_related("local_model"), name=name)
+        try:
+            stats = profile_load(profile=profile, actor=cast(User, request.user))
+        except EngineError as exc:
+            raise _problem_from(exc) from exc
+        return Response({"id": profile.name, **stats})
+
+
+class ModelUnloadView(APIView):
+    """POST /api/models/{name}/unload, body optionally {"force": true}; 409 while busy unless forced."""
+
+    read_role = Role.ADMIN
+    write_role = Role.ADMIN
+
+    def post(self, request: Request, name: str) -> Response:
+        profile = get_object_or_404(Profile.objects.select_related("local_model"), name=name)
+        body = UnloadSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            result = profile_unload(profile=profile, actor=cast(User, request.user), force=body.validated_data["force"])
+        except EngineError as exc:
+            raise _problem_from(exc) from exc
+        return Response({"id": profile.name, **result})
 
 
 class UnknownUrlView(APIView):

@@ -7,6 +7,7 @@ from django.views.generic import RedirectView
 from rest_framework.routers import DefaultRouter
 
 from audit.api import AuditLogView, UsageView, metrics_view
+from catalog.api import ModelLoadView, ModelUnloadView, ProfileViewSet
 from inference.api import api as v1_api
 from inference.errors import OpenAIError, error_response
 from mlxhub.accounts.api import ApiKeyViewSet, TeamViewSet
@@ -15,6 +16,7 @@ from mlxhub.health import healthz, readyz
 router = DefaultRouter()
 router.register("keys", ApiKeyViewSet, basename="apikey")
 router.register("teams", TeamViewSet, basename="team")
+router.register("profiles", ProfileViewSet, basename="profile")
 
 
 def v1_not_found(request: HttpRequest) -> HttpResponse:
@@ -30,6 +32,9 @@ urlpatterns = [
     path("api/routing/", include("routing.urls")),
     path("api/audit/", AuditLogView.as_view(), name="audit-list"),
     path("api/usage/", UsageView.as_view(), name="usage"),
+    # {name} is a profile, as clients send it in `model`; the trailing slash is optional.
+    re_path(r"^api/models/(?P<name>[-a-zA-Z0-9_]+)/load/?$", ModelLoadView.as_view(), name="model-load"),
+    re_path(r"^api/models/(?P<name>[-a-zA-Z0-9_]+)/unload/?$", ModelUnloadView.as_view(), name="model-unload"),
     path("api/", include(router.urls)),
     path("metrics", metrics_view, name="metrics"),
     path("v1/", v1_api.urls),
