@@ -42,10 +42,10 @@ def minilm_path() -> Path:
     """The all-MiniLM-L6-v2 folder (Hugging Face layout) inside the installed test package."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"{MINILM_PACKAGE} is not installed (requirements-test-nodeps.txt)")
+        pytest.fail(f"{MINILM_PACKAGE} is not installed: make test installs requirements-test-nodeps.txt")
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "model.safetensors").is_file():
-        pytest.skip(f"{path} has no model.safetensors")
+        pytest.fail(f"{path} has no model.safetensors")
     return path
 
 

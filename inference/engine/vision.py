@@ -52,13 +52,17 @@ class VisionRunner(Runner):
                 code="wrong_model_kind",
                 param="model",
             )
-        generation = self.runtime.start(
-            request.messages,
-            request.images,
-            max_tokens=request.max_tokens or 256,
-            sampler=make_request_sampler(request.sampling),
-            logits_processors=make_request_processors(request.sampling),
-        )
+        try:
+            # Renders the template and preprocesses the images; the prefill runs in the first step.
+            generation = self.runtime.start(
+                request.messages,
+                request.images,
+                max_tokens=request.max_tokens or 1,
+                sampler=make_request_sampler(request.sampling),
+                logits_processors=make_request_processors(request.sampling),
+            )
+        except ValueError as exc:  # images that do not match the parts, or where this model cannot read them
+            raise EngineError(str(exc), status=400, code="invalid_request_error", param="messages") from exc
         try:
             max_tokens = check_context(
                 self.context_length, generation.prompt_tokens, request.max_tokens, param="messages"

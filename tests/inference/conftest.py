@@ -81,3 +81,22 @@ def three_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     for name in ("b", "c"):
         shutil.copytree(first, root / name)
     return [first, root / "b", root / "c"]
+
+
+@pytest.fixture(scope="session")
+def minilm_model(live_hub: LiveHub) -> str:
+    """The real all-MiniLM-L6-v2 weights served by the session's server as "minilm"."""
+    from tests.model_builders import minilm_path
+
+    live_hub.manage("register_model", str(minilm_path()), "--name", "minilm")
+    return "minilm"
+
+
+@pytest.fixture(scope="session")
+def vision_model(live_hub: LiveHub, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random-weight PaliGemma built here, served as "tiny-vision"."""
+    from tests.model_builders import build_tiny_paligemma
+
+    folder = build_tiny_paligemma(tmp_path_factory.mktemp("vision") / "paligemma")
+    live_hub.manage("register_model", str(folder), "--name", "tiny-vision")
+    return "tiny-vision"
