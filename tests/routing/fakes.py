@@ -79,6 +79,12 @@ class FakeUpstream:
                     self._json(200, {"input_tokens": 42})
                     return
                 wants_tool = bool(body.get("tools"))
+                if fake.kind == "openai" and self.path.endswith("/embeddings"):
+                    self._embeddings(body)
+                    return
+                if fake.kind == "openai" and self.path.endswith("/v1/completions"):
+                    self._text_completion(body)
+                    return
                 if fake.kind == "openai":
                     self._openai(body, wants_tool, drop=fault == "drop")
                 else:
@@ -173,6 +179,34 @@ class FakeUpstream:
                         "usage": usage,
                     }
                     self._send(f"data: {json.dumps(payload)}\n\n")
+                self._send("data: [DONE]\n\n")
+
+            def _embeddings(self, body: dict[str, Any]) -> None:
+                inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                data = [
+                    {"object": "embedding", "index": index, "embedding": [float(index), 0.5, -0.5]}
+                    for index in range(len(inputs))
+                ]
+                usage = {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}
+                self._json(200, {"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+            def _text_completion(self, body: dict[str, Any]) -> None:
+                def payload(text: str, finish: str | None, **extra: Any) -> dict[str, Any]:
+                    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+                    return {"id": "cmpl-fake", "object": "text_completion", "created": 1, "model": body["model"],
+                            "choices": [choice], **extra}  # fmt: skip
+
+                usage = {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}
+                if not body.get("stream"):
+                    self._json(200, payload("".join(TEXT_PIECES), "stop", usage=usage))
+                    return
+                self._start_stream()
+                for piece in TEXT_PIECES:
+                    self._send(f"data: {json.dumps(payload(piece, None))}\n\n")
+                self._send(f"data: {json.dumps(payload('', 'stop'))}\n\n")
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    final = {**payload("", None), "choices": [], "usage": usage}
+                    self._send(f"data: {json.dumps(final)}\n\n")
                 self._send("data: [DONE]\n\n")
 
             def _anthropic(self, body: dict[str, Any], wants_tool: bool, *, drop: bool) -> None:

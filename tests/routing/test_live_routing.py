@@ -133,6 +133,44 @@ def test_an_openai_client_reaches_an_openai_upstream_through_a_rule(
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 11
 
 
+def test_text_completions_and_embeddings_reach_an_openai_shaped_upstream(
+    hub: LiveHub, oai: openai.OpenAI, fake_openai: FakeUpstream
+) -> None:
+    fake_openai.reset()
+    completion = oai.completions.create(model="to-openai", prompt="say hi", max_tokens=8)
+    assert completion.choices[0].text == "".join(TEXT_PIECES)
+    assert completion.model == "to-openai"
+    assert fake_openai.seen[-1].path.endswith("/v1/completions")
+    assert fake_openai.seen[-1].body["model"] == "gpt-up"
+
+    chunks = list(oai.completions.create(model="to-openai", prompt="say hi", stream=True,
+                                         stream_options={"include_usage": True}))  # fmt: skip
+    assert "".join(chunk.choices[0].text for chunk in chunks if chunk.choices) == "".join(TEXT_PIECES)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+
+    raw = oai.embeddings.with_raw_response.create(model="to-openai", input=["a", "b"], encoding_format="float")
+    embeddings = raw.parse()
+    assert raw.headers["x-mlxhub-backend"] == "fake-openai"
+    assert [item.embedding for item in embeddings.data] == [[0.0, 0.5, -0.5], [1.0, 0.5, -0.5]]
+    assert embeddings.model == "to-openai"
+    assert embeddings.usage.prompt_tokens == 6
+    assert fake_openai.seen[-1].path.endswith("/v1/embeddings")
+
+
+def test_text_completions_and_embeddings_to_an_anthropic_upstream_are_400s_saying_why(
+    oai: openai.OpenAI, fake_anthropic: FakeUpstream
+) -> None:
+    fake_anthropic.reset()
+    with pytest.raises(openai.BadRequestError) as completions:
+        oai.completions.create(model="to-anthropic", prompt="hi", max_tokens=8)
+    with pytest.raises(openai.BadRequestError) as embeddings:
+        oai.embeddings.create(model="to-anthropic", input="hi")
+
+    assert completions.value.code == embeddings.value.code == "unsupported_backend"
+    assert "no embeddings endpoint" in embeddings.value.message
+    assert fake_anthropic.seen == []
+
+
 def test_an_openai_client_streams_from_an_anthropic_upstream_with_tool_calls_translated(
     oai: openai.OpenAI, fake_anthropic: FakeUpstream
 ) -> None:
