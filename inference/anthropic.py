@@ -18,7 +18,7 @@ from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from pydantic import ValidationError
 
-from catalog.models import Profile
+from catalog.models import ModelKind, Profile
 from inference.api import (
     ChatFormat,
     Governed,
@@ -30,7 +30,7 @@ from inference.api import (
 )
 from inference.errors import OpenAIError, param_from_loc
 from inference.schemas import AnthropicCountTokensRequest, AnthropicMessagesRequest, ChatCompletionRequest
-from inference.services import chat_request
+from inference.services import chat_images, chat_request, require_kind
 from routing.backends import upstream_call
 from routing.proxy import BACKEND_HEADER, ClientProtocol, cloud_serve, sse_anthropic
 from routing.services import Target
@@ -90,8 +90,11 @@ async def messages(request: HttpRequest, payload: AnthropicMessagesRequest) -> H
     logger.info("message model=%s stream=%s", payload.model, payload.stream)
 
     async def local(profile: Profile) -> HttpResponseBase:
+        require_kind(profile, "chat completions")
         chat = _chat_payload(body, profile.name)
         generation = chat_request(payload=chat, profile=profile, request_id=governed.audit.request_id)
+        if profile.local_model.kind == ModelKind.VISION:
+            generation.images = await chat_images(chat)
         fmt = ChatFormat(payload.model, include_usage=True)
         if payload.stream:
             return await _serve(
@@ -146,6 +149,7 @@ async def count_tokens(request: HttpRequest, payload: AnthropicCountTokensReques
     governed.reserve(0)  # no tokens are generated, but the request counts against the key's rate
 
     async def local(profile: Profile) -> HttpResponseBase:
+        require_kind(profile, "text completions")  # counted with the text tokenizer and its chat template
         chat = _chat_payload({**body, "max_tokens": 1}, profile.name)
         generation = chat_request(payload=chat, profile=profile, request_id=governed.audit.request_id)
         assert generation.messages is not None

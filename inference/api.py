@@ -24,7 +24,7 @@ from ninja.security.base import AuthBase
 
 from audit.metrics import request_observe
 from audit.services import RequestAudit, request_audit_write
-from catalog.models import Profile
+from catalog.models import ModelKind, Profile
 from catalog.selectors import profile_for_model_name, profiles_servable
 from inference.constants import OWNED_BY, SSE_DONE, SSE_HEARTBEAT
 from inference.engine.client import RequestStream
@@ -653,9 +653,8 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionRequest)
     async def local(profile: Profile) -> HttpResponseBase:
         require_kind(profile, "chat completions")
         generation = chat_request(payload=payload, profile=profile, request_id=governed.audit.request_id)
-        generation.images = (
-            await chat_images(payload) if generation.messages and profile.local_model.kind == "vision" else []
-        )
+        if profile.local_model.kind == ModelKind.VISION:
+            generation.images = await chat_images(payload)
         fmt = ChatFormat(payload.model, include_usage)
         return await _serve(governed, generation, profile, fmt, stream_response=payload.stream)
 

@@ -124,3 +124,20 @@ def test_text_completions_to_a_vision_model_is_a_400_saying_so(openai_client, vi
         openai_client.completions.create(model=vision_model, prompt="hello", max_tokens=2)
 
     assert caught.value.code == "wrong_model_kind"
+
+
+def test_an_anthropic_client_sends_an_image_block_to_a_local_vision_model(live_hub, vision_model):
+    import anthropic
+
+    claude = anthropic.Anthropic(base_url=live_hub.base_url, api_key=live_hub.api_key, max_retries=0, timeout=60)
+    image = {"type": "base64", "media_type": "image/png", "data": png_data_url().split(",", 1)[1]}
+    content = [{"type": "text", "text": "what is this?"}, {"type": "image", "source": image}]
+
+    with claude.messages.stream(
+        model=vision_model, max_tokens=4, messages=[{"role": "user", "content": content}]
+    ) as stream:
+        message = stream.get_final_message()
+
+    assert message.stop_reason == "max_tokens"
+    assert message.usage.output_tokens == 4
+    assert message.usage.input_tokens >= PALIGEMMA_IMAGE_TOKENS
