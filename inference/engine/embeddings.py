@@ -25,7 +25,7 @@ class PendingEmbedding:
 class EmbeddingRunner(Runner):
     kind = "embedding"
 
-    def __init__(self, spec: ModelSpec, release: Release, *, max_batch_inputs: int) -> None:
+    def __init__(self, spec: ModelSpec, release: Release, *, max_batch_tokens: int) -> None:
         from inference.engine.embedding_runtime import EmbeddingRuntime
 
         super().__init__(spec, release)
@@ -33,7 +33,7 @@ class EmbeddingRunner(Runner):
         self.weights_bytes = self.runtime.weights_bytes
         self.context_length = self.runtime.max_tokens
         self.kernel = {"kernel_path": "stock"}
-        self.max_batch_inputs = max_batch_inputs
+        self.max_batch_tokens = max_batch_tokens
         self.pending: list[PendingEmbedding] = []
         self.batches = 0  # forward passes, for the stats (how well concurrent requests share them)
 
@@ -57,15 +57,22 @@ class EmbeddingRunner(Runner):
         sink({"type": "accepted", "prompt_tokens": sum(len(item) for item in tokens), "cached_tokens": 0})
 
     def step(self) -> None:
-        """One forward pass over up to ``max_batch_inputs`` inputs, taken from the waiting requests in order."""
+        """One forward pass over the waiting inputs, in order, while the padded batch stays within
+        ``max_batch_tokens`` (at least one input): a big request cannot stall other models for long."""
         batch: list[list[int]] = []
         owners: list[PendingEmbedding] = []
+        longest = 0
         for pending in self.pending:
-            take = min(len(pending.tokens) - pending.done, self.max_batch_inputs - len(batch))
-            batch.extend(pending.tokens[pending.done : pending.done + take])
-            owners.extend([pending] * take)
-            if len(batch) >= self.max_batch_inputs:
-                break
+            for tokens in pending.tokens[pending.done :]:
+                wider = max(longest, len(tokens))
+                if batch and (len(batch) + 1) * wider > self.max_batch_tokens:
+                    break
+                batch.append(tokens)
+                owners.append(pending)
+                longest = wider
+            else:
+                continue
+            break
         vectors = self.runtime.embed(batch)
         self.batches += 1
         for row, pending in zip(vectors, owners, strict=True):

@@ -397,7 +397,8 @@ class Engine:
         if kind == "embedding":
             from inference.engine.embeddings import EmbeddingRunner
 
-            return EmbeddingRunner(spec, self._release, max_batch_inputs=self.config.max_batch * 8)
+            # Padded tokens per forward pass: about the work of a few prefill chunks, so other models keep decoding.
+            return EmbeddingRunner(spec, self._release, max_batch_tokens=self.config.prefill_step * 4)
         if kind == "vision":
             from inference.engine.vision import VisionRunner
 
