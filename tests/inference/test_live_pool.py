@@ -101,9 +101,7 @@ def test_twenty_concurrent_first_requests_for_an_unloaded_model_cause_one_load(p
     assert states(pool_client)[unloaded][0] == "loaded"
 
 
-def test_a_load_that_cannot_fit_while_both_resident_models_are_busy_is_a_503_with_retry_after(
-    pool_hub, pool_client
-):
+def test_a_load_that_cannot_fit_while_both_resident_models_are_busy_is_a_503_with_retry_after(pool_hub, pool_client):
     *busy, other = NAMES
     for name in busy:  # these two resident (the third evicted if it was)
         pool_client.completions.create(model=name, prompt="hi", max_tokens=1)
