@@ -204,6 +204,13 @@ class Engine:
         for waiting in self._waiting:
             shutting_down = EngineError("The server is shutting down.", status=503, code="shutting_down")
             self._refuse(waiting.request, waiting.sink, shutting_down)
+        self._prefix_cache = None
+        free_unused_memory()
+        import mlx.core as mx
+
+        # MLX wants every thread that made streams to destroy them itself before it ends; left to the
+        # interpreter's teardown they abort the process ("terminate called without an active exception").
+        mx.clear_streams()
 
     def _drain_commands(self, *, block: bool) -> None:
         try:
