@@ -20,11 +20,14 @@ $(VENV)/.test: requirements.txt requirements-test.txt requirements-test-nodeps.t
 	$(PIP) install --disable-pip-version-check -q --no-deps -r requirements-test-nodeps.txt
 	touch $@
 
+# `serve` starts the web process (the engine's host) with the BLAS preload of its CPU kernel path
+# (MLXHUB_CPU_KERNELS, declared in mlxhub/kernels.py).
 run: $(VENV)/.runtime
 	$(PY) manage.py serve
 
+# The tests run in that same environment, so in-process engines take the kernel path the product serves.
 test: $(VENV)/.test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m mlxhub.kernels $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff format --check .

@@ -178,7 +178,12 @@ def _pool_state(stats: dict[str, Any]) -> str:
         return state
     running = stats.get("active_requests", 0)
     busy = f", {running} running" if running else ""
-    return f"loaded ({filesizeformat(stats.get('weights_bytes', 0))}{busy})"
+    # Which kernel path it runs on: "optimized, float32 via mkl" or "stock, bfloat16".
+    kernel = ", ".join(str(part) for part in (stats.get("kernel_path"), stats.get("weights_dtype")) if part)
+    if stats.get("blas"):
+        kernel += f" via {stats['blas']}"
+    kernel = f", {kernel}" if kernel else ""
+    return f"loaded ({filesizeformat(stats.get('weights_bytes', 0))}{kernel}{busy})"
 
 
 DownloadAction = Callable[..., Download]

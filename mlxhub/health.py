@@ -1,4 +1,4 @@
-"""/healthz: the process answers. /readyz: database, broker and engine are ready."""
+"""/healthz: the process answers. /readyz: database, broker and engine are ready, and the engine's CPU kernel path."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+
+from mlxhub.kernels import process_plan
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,9 @@ def _check_engine() -> str | None:
 
     if not settings.MLXHUB_ENGINE_PRELOAD:
         return None  # this process does not host an engine
+    problem = process_plan(settings.MLXHUB_CPU_KERNELS).problem
+    if problem:
+        return problem  # it could not load a model as configured
     try:
         return None if engine_client().ready else "the engine thread is not running"
     except Exception as exc:
@@ -61,6 +66,8 @@ async def readyz(request: HttpRequest) -> JsonResponse:
         "status": "ok" if not failing else "unavailable",
         "checks": {name: (error if error else "ok") for name, error in checks.items()},
     }
+    if settings.MLXHUB_ENGINE_PRELOAD:
+        body["kernels"] = process_plan(settings.MLXHUB_CPU_KERNELS).as_dict()
     if failing:
         logger.warning("not ready: %s", failing)
     return JsonResponse(body, status=200 if not failing else 503)

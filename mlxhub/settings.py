@@ -387,3 +387,13 @@ MLXHUB_ROUTING_READ_TIMEOUT = _env_float("MLXHUB_ROUTING_READ_TIMEOUT", 600.0)
 # Circuit breaker per upstream: consecutive failures that open it, and the pause before one probe.
 MLXHUB_ROUTING_BREAKER_FAILURES = _env_int("MLXHUB_ROUTING_BREAKER_FAILURES", 5)
 MLXHUB_ROUTING_BREAKER_PAUSE_SECONDS = _env_float("MLXHUB_ROUTING_BREAKER_PAUSE_SECONDS", 30.0)
+
+# Kernels
+# How an engine serves float weights on a CPU (mlxhub/kernels.py): auto, float32 through an optimized
+# BLAS when its launcher preloaded one, else stock; optimized, require that BLAS; stock, the checkpoint's
+# own dtype on MLX's kernels. The launchers read the same variables to build an engine's environment.
+from mlxhub.kernels import parse_cpu_kernels  # noqa: E402  (plain Python, shared with the launchers)
+
+MLXHUB_CPU_KERNELS = _typed("MLXHUB_CPU_KERNELS", "auto", parse_cpu_kernels, "one of auto, optimized, stock")
+# A BLAS library exporting cblas_sgemm to preload instead of the one found (MKL here, else a system OpenBLAS).
+MLXHUB_BLAS_LIBRARY = env.str("MLXHUB_BLAS_LIBRARY", default="")

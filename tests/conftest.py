@@ -64,8 +64,12 @@ class LiveHub:
         )
 
 
+# The kernel path a run asks for (CI runs the inference tests once more with MLXHUB_CPU_KERNELS=stock).
+KEPT_SETTINGS = ("MLXHUB_CPU_KERNELS", "MLXHUB_BLAS_LIBRARY")
+
+
 def hub_env(home: Path, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MLXHUB_")}
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLXHUB_") or key in KEPT_SETTINGS}
     env.update(
         {
             "MLXHUB_HOME": str(home),
@@ -97,8 +101,11 @@ def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path, 
 
 
 def start_hub(home: Path, **extra_env: str) -> LiveHub:
+    from mlxhub.kernels import engine_process_env
+
     home.mkdir(parents=True, exist_ok=True)
-    env = hub_env(home, **extra_env)
+    # The web process hosts the engine: its environment carries the BLAS preload, as `manage.py serve` gives it.
+    env = engine_process_env(hub_env(home, **extra_env))
     subprocess.run(
         [sys.executable, "manage.py", "bootstrap"], cwd=REPO, env=env, check=True, capture_output=True, timeout=300
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference.engine.kernels import prepare_model
 from inference.engine.runner import Release, Runner
+from inference.engine.text import parameter_bytes
 from inference.engine.types import EmbeddingRequest, EngineError, EventSink, ModelSpec
 
 
@@ -30,9 +32,9 @@ class EmbeddingRunner(Runner):
 
         super().__init__(spec, release)
         self.runtime = EmbeddingRuntime(spec["path"])
-        self.weights_bytes = self.runtime.weights_bytes
         self.context_length = self.runtime.max_tokens
-        self.kernel = {"kernel_path": "stock"}
+        self.kernel = prepare_model(self.runtime.model, path=spec["path"])
+        self.weights_bytes = self.runtime.weights_bytes = parameter_bytes(self.runtime.model)
         self.max_batch_tokens = max_batch_tokens
         self.pending: list[PendingEmbedding] = []
         self.batches = 0  # forward passes, for the stats (how well concurrent requests share them)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference.engine.kernels import expected_weights_bytes
 from inference.engine.runner import Runner
 from inference.engine.text import BatchConfig, TextRunner
 from inference.engine.types import (
@@ -318,7 +319,7 @@ class Engine:
 
     def _load_for(self, spec: ModelSpec, *, can_wait: bool) -> Runner | None:
         """The loaded runner for ``spec``, loading it (after evictions) when it fits; None: wait."""
-        need = self._record(spec["key"]).weights_bytes or weights_on_disk(spec["path"])
+        need = self._expected_bytes(spec)
         if not self._make_room(need, keep=spec["key"]):
             busy = any(runner.requests for runner in self._runners.values())
             if busy and can_wait and self.config.load_wait > 0:
@@ -334,11 +335,17 @@ class Engine:
             raise self._no_room(spec)
         return runner
 
+    def _expected_bytes(self, spec: ModelSpec) -> int:
+        """What loading ``spec`` will hold: as measured at its last load, else from its weight files
+        and this process's kernel path (float32 doubles a bfloat16 checkpoint)."""
+        measured = self._record(spec["key"]).weights_bytes
+        return measured or expected_weights_bytes(spec["path"], weights_on_disk(spec["path"]))
+
     def _no_room(self, spec: ModelSpec) -> EngineError:
         budget = self.config.memory_budget
         busy = [runner.key for runner in self._runners.values() if runner.requests or runner.pinned]
         return EngineError(
-            f"Not enough memory to load this model: it needs about {weights_on_disk(spec['path']) / 2**20:.0f} MiB, "
+            f"Not enough memory to load this model: it needs about {self._expected_bytes(spec) / 2**20:.0f} MiB, "
             f"the budget is {budget / 2**20:.0f} MiB and {active_memory() / 2**20:.0f} MiB are held by "
             f"{len(busy)} model(s) that are busy or pinned. Retry later.",
             status=503,

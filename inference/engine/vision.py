@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from inference.engine.kernels import prepare_model
 from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
-from inference.engine.text import check_context
+from inference.engine.text import check_context, parameter_bytes
 from inference.engine.types import EngineError, EngineEvent, EventSink, GenerationRequest, ModelSpec
 
 
@@ -30,9 +31,9 @@ class VisionRunner(Runner):
 
         super().__init__(spec, release)
         self.runtime = VisionRuntime(spec["path"])
-        self.weights_bytes = self.runtime.weights_bytes
         self.context_length = spec.get("context_length") or self.runtime.context_length
-        self.kernel = {"kernel_path": "stock"}
+        self.kernel = prepare_model(self.runtime.model, path=spec["path"])
+        self.weights_bytes = self.runtime.weights_bytes = parameter_bytes(self.runtime.model)
         self.active: dict[str, VisionActive] = {}
 
     @property

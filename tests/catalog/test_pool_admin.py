@@ -71,6 +71,8 @@ def test_the_load_action_loads_the_model_and_the_column_shows_its_memory(admin_c
     stats = runtime.engine_client().stats()["models"][profile.local_model.path]
     assert stats["state"] == "loaded"
     assert state_cell(admin_client).startswith("loaded (") and "running" not in state_cell(admin_client)
+    # Which kernel path the model runs on, and in which dtype.
+    assert f"{stats['kernel_path']}, {stats['weights_dtype']}" in state_cell(admin_client)
     assert audited(AdminAction.Action.CHANGED, profile) == [{"actor": "root", "load": True}]
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.test import Client
+
+from mlxhub.kernels import process_plan
 
 
 def test_healthz_answers_ok_without_a_key(client: Client):
@@ -17,7 +20,12 @@ def test_readyz_reports_the_database_broker_and_engine_ready(db, client: Client)
     response = client.get("/readyz")
 
     assert response.status_code == 200, response.content
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok", "engine": "ok"}}
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {"database": "ok", "broker": "ok", "engine": "ok"}
+    # The kernel path this process serves: what the launcher preloaded, or stock.
+    assert body["kernels"] == process_plan(settings.MLXHUB_CPU_KERNELS).as_dict()
+    assert body["kernels"]["path"] in ("optimized", "stock")
 
 
 def test_every_response_gets_a_generated_request_id(client: Client):

@@ -3,7 +3,10 @@
 Both servers run as subprocesses on free loopback ports and share this machine,
 so every figure is only meaningful as a ratio taken in the same run: for each
 concurrency, the runs alternate hub / mlx_lm.server (ABBA across rounds) with
-the same prompts, every prompt new to both prompt caches.
+the same prompts, every prompt new to both prompt caches. The hub runs the CPU
+kernel path its launcher gives it (``--kernels``, MLXHUB_CPU_KERNELS); mlx_lm.server
+always runs stock. The hub's concurrency-1 prompts are also run in-process with
+mlx-lm's ``stream_generate`` on the same kernel path, to measure the web tier's cost.
 """
 
 from __future__ import annotations
@@ -30,16 +33,54 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from mlxhub.kernels import CPU_KERNEL_MODES, BlasUnavailable, engine_process_env
+
 HUB = "hub"
 MLX = "mlx_lm.server"
+IN_PROCESS = "in-process"  # the hub's engine path without the web tier: mlx-lm's stream_generate, one process
 SERVED_NAME = "bench"
 READY_TIMEOUT_S = 300
 STOP_GRACE_S = 15
-# The issue's figures: hub / mlx_lm.server ratios to reach, and the prefix-cache speed-up.
+# The issues' figures: hub / mlx_lm.server ratios to reach, and the prefix-cache speed-up.
+# On the stock kernel path the hub must match mlx_lm.server; on the optimized path, beat it by these.
 TARGET_TOKS_RATIO = 1.0
+TARGET_OPTIMIZED_TOKS_RATIO = {1: 2.5, 8: 4.0}
+TARGET_OPTIMIZED_TTFT_P50_RATIO = {1: 0.25}
 TARGET_TTFT_P95_RATIO = 1.0
 TARGET_TTFT_CONCURRENCY = (4, 8)
 TARGET_PREFIX_SPEEDUP = 3.0
+# The web tier's cost at concurrency 1: hub tok/s at least this share of in-process stream_generate's.
+TARGET_WEB_SHARE = 0.9
+# Runs the hub's concurrency-1 prompts with mlx-lm in-process, on the kernel path of its environment.
+IN_PROCESS_SCRIPT = """
+import json, sys, time
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import mlx_lm
+from mlx_lm.generate import stream_generate
+from inference.engine.kernels import prepare_model
+from loadgen import make_prompt
+model_dir, (words, max_tokens, warmup, seed, requests) = sys.argv[3], map(int, sys.argv[4:9])
+model, tokenizer = mlx_lm.load(model_dir)[:2]
+kernel = prepare_model(model, path=model_dir)
+def one(index):
+    messages = [{"role": "user", "content": make_prompt(words, seed, index)}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    started, first, tokens = time.perf_counter(), None, 0
+    for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens):
+        first = first or time.perf_counter() - started
+        tokens = response.generation_tokens
+    return tokens, time.perf_counter() - started, first
+cpu_started = time.process_time()
+for index in range(warmup):
+    one(10_000_000 + index)
+runs = [one(index) for index in range(requests)]
+tokens, wall = sum(run[0] for run in runs), sum(run[1] for run in runs)
+ttfts = sorted(run[2] for run in runs)
+print(json.dumps({"requests_ok": len(runs), "requests_failed": 0, "output_tokens": tokens, "wall_s": round(wall, 3),
+                  "output_tokens_per_s": round(tokens / wall, 2), "ttft_p50_s": round(ttfts[len(ttfts) // 2], 4),
+                  "ttft_p95_s": round(ttfts[-1], 4), "server_cpu_s": time.process_time() - cpu_started,
+                  "kernel": kernel}))
+"""
 PREFIX_EXTRA_TURN = [
     {"role": "assistant", "content": "I have read all of it."},
     {"role": "user", "content": "Now say it again in five words."},
@@ -224,6 +265,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--timeout", type=float, default=600.0, help="Per request, seconds.")
         parser.add_argument("--skip-mlx-lm", action="store_true", help="Measure the hub alone (no ratios).")
+        parser.add_argument(
+            "--kernels",
+            choices=CPU_KERNEL_MODES,
+            default=None,
+            help="The hub's MLXHUB_CPU_KERNELS (default: as in this environment, else auto); "
+            "mlx_lm.server always runs stock.",
+        )
         parser.add_argument("--json-out", type=Path, default=None, help="Also write the JSON result here.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -252,8 +300,10 @@ class Command(BaseCommand):
             f"{options['rounds']} rounds; load average {conditions['loadavg_start']} on {os.cpu_count()} CPUs"
         )
         started = time.perf_counter()
-        with self._servers(model_dir, out_dir, with_mlx=not options["skip_mlx_lm"]) as servers:
-            results = self._load_runs(servers, loadgen, levels, options)
+        hub_env = self._hub_kernel_env(options["kernels"])
+        with self._servers(model_dir, out_dir, hub_env, with_mlx=not options["skip_mlx_lm"]) as servers:
+            results = self._load_runs(servers, loadgen, levels, options, hub_env, model_dir)
+            kernels = self._kernels(servers, model_dir)
             prefix = (
                 self._prefix_check(servers, loadgen, options["prefix_words"], options["timeout"])
                 if options["prefix_words"] > 0
@@ -261,7 +311,7 @@ class Command(BaseCommand):
             )
         conditions.update(self._conditions("end"))
         conditions["duration_s"] = round(time.perf_counter() - started, 1)
-        report = self._report(results, prefix, levels, options, model_dir, conditions)
+        report = self._report(results, prefix, levels, options, model_dir, conditions, kernels)
         line = json.dumps(report, separators=(",", ":"))
         self.stdout.write(line)
         if options["json_out"]:
@@ -281,18 +331,31 @@ class Command(BaseCommand):
             raise CommandError(f"make_model.py failed:\n{done.stderr[-3000:]}")
 
     @staticmethod
+    def _hub_kernel_env(kernels: str | None) -> dict[str, str]:
+        """The environment every hub process gets: this one, the kernel setting and its BLAS preload."""
+        env = dict(os.environ)
+        if kernels:
+            env["MLXHUB_CPU_KERNELS"] = kernels
+        try:
+            return engine_process_env(env)
+        except BlasUnavailable as exc:
+            raise CommandError(str(exc)) from exc
+
+    @staticmethod
     def _conditions(when: str) -> dict[str, Any]:
         return {f"loadavg_{when}": [round(value, 2) for value in os.getloadavg()], "cpus": os.cpu_count()}
 
     @contextmanager
-    def _servers(self, model_dir: Path, out_dir: Path, *, with_mlx: bool) -> Iterator[dict[str, Server]]:
+    def _servers(
+        self, model_dir: Path, out_dir: Path, hub_env: dict[str, str], *, with_mlx: bool
+    ) -> Iterator[dict[str, Server]]:
         """Both servers up (started together), always stopped on the way out."""
         logs = out_dir / "logs"
         logs.mkdir(exist_ok=True)
         home = Path(tempfile.mkdtemp(prefix="hub-home-", dir=out_dir))
         servers: dict[str, Server] = {}
         try:
-            servers[HUB] = self._start_hub(model_dir, home, logs)
+            servers[HUB] = self._start_hub(model_dir, home, logs, hub_env)
             if with_mlx:
                 servers[MLX] = self._start_mlx_lm(model_dir, logs)
             for server in servers.values():
@@ -304,9 +367,9 @@ class Command(BaseCommand):
                 self._stop(server)
             shutil.rmtree(home, ignore_errors=True)
 
-    def _start_hub(self, model_dir: Path, home: Path, logs: Path) -> Server:
+    def _start_hub(self, model_dir: Path, home: Path, logs: Path, hub_env: dict[str, str]) -> Server:
         repo = Path(settings.BASE_DIR)
-        env = {key: value for key, value in os.environ.items() if key not in HUB_ENV_DROPPED}
+        env = {key: value for key, value in hub_env.items() if key not in HUB_ENV_DROPPED}
         api_key = "mlxh-bench-" + secrets.token_hex(16)
         env.update(
             {
@@ -352,6 +415,8 @@ class Command(BaseCommand):
                     "--port",
                     str(port),
                 ],
+                # The stock baseline: no BLAS preload, even one this command inherited.
+                env=engine_process_env({**os.environ, "MLXHUB_CPU_KERNELS": "stock"}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -385,17 +450,27 @@ class Command(BaseCommand):
     # ---- measuring ------------------------------------------------------------------
 
     def _load_runs(
-        self, servers: dict[str, Server], loadgen: Path, levels: list[int], options: dict[str, Any]
+        self,
+        servers: dict[str, Server],
+        loadgen: Path,
+        levels: list[int],
+        options: dict[str, Any],
+        hub_env: dict[str, str],
+        model_dir: Path,
     ) -> list[RunResult]:
         results: list[RunResult] = []
-        order = list(servers)
         for level_index, concurrency in enumerate(levels):
+            # At concurrency 1 the hub's engine path also runs in-process, in the same rotation: the web tier's cost.
+            order = [*servers, IN_PROCESS] if concurrency == 1 else list(servers)
             for round_index in range(options["rounds"]):
-                # The same prompts for both servers in a pair, new ones for every pair.
+                # The same prompts for every contender in a round, new ones for every round.
                 seed = 1000 + 100 * level_index + round_index
                 pair = order if round_index % 2 == 0 else order[::-1]
                 for name in pair:
-                    figures = self._loadgen(servers[name], loadgen, concurrency, seed, options)
+                    if name == IN_PROCESS:
+                        figures = self._in_process(hub_env, loadgen, model_dir, seed, options)
+                    else:
+                        figures = self._loadgen(servers[name], loadgen, concurrency, seed, options)
                     results.append(RunResult(name, concurrency, round_index, figures))
                     self.stdout.write(
                         f"  c={concurrency} round {round_index + 1} {name:<14} "
@@ -479,7 +554,57 @@ class Command(BaseCommand):
             )
         return checks
 
+    @staticmethod
+    def _kernels(servers: dict[str, Server], model_dir: Path) -> dict[str, dict[str, Any]]:
+        """Each server's kernel path: the hub's from its engine's model stats; mlx_lm.server's is stock."""
+        hub = servers[HUB]
+        request = urllib.request.Request(  # noqa: S310 (loopback)
+            hub.base_url + "/v1/engine", headers={"Authorization": f"Bearer {hub.api_key}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+            models = json.loads(response.read())["models"]
+        stats: dict[str, Any] = next((model for model in models.values() if model.get("kernel_path")), {})
+        kernels = {HUB: {key: stats.get(key) for key in ("kernel_path", "blas", "weights_dtype")}}
+        if MLX in servers:
+            config = json.loads((model_dir / "config.json").read_text())
+            checkpoint_dtype = config.get("torch_dtype") or config.get("dtype")
+            kernels[MLX] = {"kernel_path": "stock", "blas": None, "weights_dtype": checkpoint_dtype}
+        return kernels
+
+    @staticmethod
+    def _in_process(
+        hub_env: dict[str, str], loadgen: Path, model_dir: Path, seed: int, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One client's prompts through mlx-lm's stream_generate in a fresh process on the hub's kernel path."""
+        command = [
+            sys.executable,
+            "-c",
+            IN_PROCESS_SCRIPT,
+            str(settings.BASE_DIR),
+            str(loadgen.parent),
+            str(model_dir),
+            *(str(options[key]) for key in ("prompt_words", "max_tokens", "warmup")),
+            str(seed),
+            str(options["requests"]),
+        ]
+        budget = options["timeout"] * (options["requests"] + options["warmup"]) + 120
+        try:
+            done = subprocess.run(command, env=hub_env, capture_output=True, text=True, timeout=budget, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise CommandError(f"the in-process run took more than {budget:.0f}s") from exc
+        if done.returncode != 0:
+            raise CommandError(f"the in-process run failed:\n{done.stderr[-3000:]}")
+        figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return figures
+
     # ---- reporting ------------------------------------------------------------------
+
+    @staticmethod
+    def _kernel_label(kernel: dict[str, Any] | None) -> str:
+        if not kernel or not kernel.get("kernel_path"):
+            return "-"
+        blas = f"/{kernel['blas']}" if kernel.get("blas") else ""
+        return f"{kernel['kernel_path']}{blas} {kernel.get('weights_dtype') or '?'}"
 
     def _report(
         self,
@@ -489,6 +614,7 @@ class Command(BaseCommand):
         options: dict[str, Any],
         model_dir: Path,
         conditions: dict[str, Any],
+        kernels: dict[str, dict[str, Any]],
     ) -> dict[str, Any]:
         summaries: dict[tuple[str, int], Summary] = {}
         for result in results:
@@ -497,18 +623,19 @@ class Command(BaseCommand):
 
         self.stdout.write("")
         self.stdout.write(
-            f"{'server':<14} {'conc':>4} {'out tok/s':>10} {'TTFT p50 s':>11} {'TTFT p95 s':>11} "
+            f"{'server':<14} {'kernels':<24} {'conc':>4} {'out tok/s':>10} {'TTFT p50 s':>11} {'TTFT p95 s':>11} "
             f"{'CPU ms/tok':>10} {'failed':>6}"
         )
         rows = []
         for concurrency in levels:
-            for name in (HUB, MLX):
+            for name in (HUB, MLX, IN_PROCESS):
                 summary = summaries.get((name, concurrency))
                 if summary is None:
                     continue
                 cpu = summary.cpu_ms_per_token
                 row = {
                     "server": name,
+                    "kernels": self._kernel_label(kernels.get(HUB if name == IN_PROCESS else name)),
                     "concurrency": concurrency,
                     "output_tokens_per_s": round(summary.tokens_per_s or 0, 2),
                     "ttft_p50_s": round(summary.mean_of("ttft_p50_s") or 0, 3),
@@ -525,12 +652,14 @@ class Command(BaseCommand):
                 }
                 rows.append(row)
                 self.stdout.write(
-                    f"{name:<14} {concurrency:>4} {row['output_tokens_per_s']:>10.2f} {row['ttft_p50_s']:>11.3f} "
+                    f"{name:<14} {row['kernels']:<24} {concurrency:>4} {row['output_tokens_per_s']:>10.2f} "
+                    f"{row['ttft_p50_s']:>11.3f} "
                     f"{row['ttft_p95_s']:>11.3f} {fmt(cpu, 1):>10} {row['requests_failed']:>6}"
                 )
 
         ratios = []
         verdicts = []
+        optimized = (kernels.get(HUB) or {}).get("kernel_path") == "optimized"
         if any(result.server == MLX for result in results):
             self.stdout.write("")
             self.stdout.write(
@@ -565,12 +694,21 @@ class Command(BaseCommand):
                     f"TTFT p50 x{fmt(entry['ttft_p50'], 3)}  TTFT p95 x{fmt(entry['ttft_p95'], 3)}  "
                     f"CPU/tok x{fmt(entry['cpu_per_token'], 3)}  {per_round}"
                 )
+                toks_target = TARGET_OPTIMIZED_TOKS_RATIO.get(concurrency, TARGET_TOKS_RATIO) if optimized else 1.0
                 verdicts.append(
                     (
-                        f"tok/s c={concurrency} >= {TARGET_TOKS_RATIO}x",
-                        (entry["output_tokens_per_s"] or 0) >= TARGET_TOKS_RATIO,
+                        f"tok/s c={concurrency} >= {toks_target}x",
+                        (entry["output_tokens_per_s"] or 0) >= toks_target,
                     )
                 )
+                if optimized and concurrency in TARGET_OPTIMIZED_TTFT_P50_RATIO:
+                    ttft_target = TARGET_OPTIMIZED_TTFT_P50_RATIO[concurrency]
+                    verdicts.append(
+                        (
+                            f"TTFT p50 c={concurrency} <= {ttft_target}x",
+                            entry["ttft_p50"] is not None and entry["ttft_p50"] <= ttft_target,
+                        )
+                    )
                 if concurrency in TARGET_TTFT_CONCURRENCY:
                     verdicts.append(
                         (
@@ -578,6 +716,35 @@ class Command(BaseCommand):
                             entry["ttft_p95"] is not None and entry["ttft_p95"] <= TARGET_TTFT_P95_RATIO,
                         )
                     )
+        web: dict[str, Any] = {}
+        if (HUB, 1) in summaries and (IN_PROCESS, 1) in summaries:
+            hub, alone = summaries[(HUB, 1)], summaries[(IN_PROCESS, 1)]
+            share = ratio(hub.tokens_per_s, alone.tokens_per_s)
+            cpu = ratio(hub.cpu_ms_per_token, alone.cpu_ms_per_token)
+            per_round = [
+                round(value, 3)
+                for value in (
+                    ratio(h["output_tokens_per_s"], a["output_tokens_per_s"])
+                    for h, a in zip(hub.runs, alone.runs, strict=False)
+                )
+                if value is not None
+            ]
+            web = {
+                "tokens_per_s_share": None if share is None else round(share, 3),
+                "cpu_per_token_ratio": None if cpu is None else round(cpu, 3),
+                "tokens_per_s_share_by_round": per_round,
+            }
+            overhead = None if share is None else 100 * (1 - share)
+            self.stdout.write(
+                f"  c=1 web tier: hub tok/s x{fmt(share, 3)} of in-process stream_generate (overhead "
+                f"{fmt(overhead, 1)}%), CPU/tok x{fmt(cpu, 3)}  {per_round}"
+            )
+            verdicts.append(
+                (
+                    f"web tier overhead c=1 <= {100 * (1 - TARGET_WEB_SHARE):.0f}%",
+                    share is not None and share >= TARGET_WEB_SHARE,
+                )
+            )
         if HUB in prefix:
             verdicts.append(
                 (f"hub prefix reuse >= {TARGET_PREFIX_SPEEDUP}x", prefix[HUB]["speedup"] >= TARGET_PREFIX_SPEEDUP)
@@ -597,8 +764,10 @@ class Command(BaseCommand):
                 key: options[key]
                 for key in ("concurrency", "requests", "max_tokens", "prompt_words", "rounds", "warmup")
             },
+            "kernels": kernels,
             "rows": rows,
             "ratios": ratios,
+            "web_tier": web,
             "prefix_cache": prefix,
             "targets_met": dict(verdicts),
             "conditions": conditions,

@@ -12,7 +12,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from mlxhub.kernels import BlasUnavailable, engine_process_env
 
 # Children get this long to exit after SIGTERM before they are killed.
 STOP_GRACE_SECONDS = 10
@@ -27,10 +29,14 @@ class Command(BaseCommand):
         parser.add_argument("--no-worker", action="store_true", help="Do not start a Celery worker.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            # The web process hosts the engine: it starts with the BLAS preload its kernel path needs.
+            child_env = engine_process_env({**os.environ, "MLXHUB_ENGINE_PRELOAD": "1"})
+        except BlasUnavailable as exc:
+            raise CommandError(str(exc)) from exc
         call_command("bootstrap", stdout=self.stdout)
         call_command("collectstatic", interactive=False, verbosity=0)
         python = sys.executable
-        child_env = {**os.environ, "MLXHUB_ENGINE_PRELOAD": "1"}
         commands = {
             "web": [
                 python,
@@ -64,6 +70,10 @@ class Command(BaseCommand):
             for name, command in commands.items()
         }
         self.stdout.write(f"MLX Hub on http://{options['host']}:{options['port']}/ (admin at /admin/, API at /v1/)")
+        preloaded = child_env.get("LD_PRELOAD", "")
+        self.stdout.write(
+            f"CPU kernels: {settings.MLXHUB_CPU_KERNELS}" + (f", preloading {preloaded}" if preloaded else "")
+        )
         stopping = False
 
         def stop(signum: int, frame: FrameType | None) -> None:
