@@ -154,7 +154,17 @@ def test_a_live_server_reports_its_kernel_path_and_counts_its_weights_after_conv
         client.post("/v1/completions", json={"model": "demo", "prompt": "hello", "max_tokens": 1}).raise_for_status()
         stats = client.get("/v1/engine").json()["models"]
 
-    (model,) = (model for model in stats.values() if model.get("kernel_path"))
+    # The demo profile's model (the session's server may hold other models too).
+    demo_path = (
+        live_hub.manage(
+            "shell",
+            "-c",
+            "from catalog.models import Profile; print(Profile.objects.get(name='demo').local_model.path)",
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    model = stats[demo_path]
     assert ready["kernels"]["path"] == expected
     assert model["kernel_path"] == expected
     parameters = tree_flatten(mlx_lm.load(model["path"])[0].parameters())
