@@ -43,6 +43,9 @@ IDLE_POLL_SECONDS = 0.5
 WEIGHT_SUFFIXES = (".safetensors", ".npz")
 RETRY_AFTER_SECONDS = 5
 POOL_CHECK_SECONDS = 0.25
+# A model whose load just failed is not tried again for this long: the requests that queued behind the
+# failed load (and any arriving meanwhile) get its error at once instead of each repeating it.
+LOAD_RETRY_SECONDS = 5
 
 Request = GenerationRequest | EmbeddingRequest
 
@@ -79,6 +82,8 @@ class ModelRecord:
     evictions: int = 0
     load_seconds: float = 0.0
     last_error: str = ""
+    failed_at: float = 0.0  # monotonic time of the last failed load
+    load_failures: int = 0
     weights_bytes: int = 0  # measured at the last load: a better estimate for the next one than file sizes
 
 
@@ -378,6 +383,8 @@ class Engine:
     def _load(self, spec: ModelSpec) -> Runner:
         key = spec["key"]
         record = self._record(key)
+        if record.last_error and time.monotonic() - record.failed_at < LOAD_RETRY_SECONDS:
+            raise self._load_failed(record)
         record.state = "loading"
         self._publish_record(spec, record)
         started = time.perf_counter()
@@ -391,11 +398,11 @@ class Engine:
             logger.exception("loading %s failed", spec["path"])
             record.state = "unloaded"
             record.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            record.failed_at = time.monotonic()
+            record.load_failures += 1
             self._publish_record(spec, record)
             free_unused_memory()
-            raise EngineError(
-                f"The model could not be loaded: {type(exc).__name__}.", status=503, code="model_load_failed"
-            ) from exc
+            raise self._load_failed(record) from exc
         record.loads += 1
         record.state = "loaded"
         record.load_seconds = time.perf_counter() - started
@@ -405,6 +412,16 @@ class Engine:
         logger.info("loaded model %s (%s) in %.2fs", spec["path"], runner.kind, record.load_seconds)
         self._publish(runner)
         return runner
+
+    @staticmethod
+    def _load_failed(record: ModelRecord) -> EngineError:
+        kind = record.last_error.split(":", 1)[0]  # the exception's type; its text may name server paths
+        return EngineError(
+            f"The model could not be loaded: {kind}.",
+            status=503,
+            code="model_load_failed",
+            retry_after=LOAD_RETRY_SECONDS,
+        )
 
     def _make_runner(self, spec: ModelSpec) -> Runner:
         kind = spec.get("kind", "text")
@@ -520,6 +537,7 @@ class Engine:
             "evictions": record.evictions,
             "load_seconds": round(record.load_seconds, 3),
             "last_error": record.last_error,
+            "load_failures": record.load_failures,
             "pinned": bool(spec.get("pinned")),
             "active_requests": 0,
             "weights_bytes": 0,

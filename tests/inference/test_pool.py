@@ -208,3 +208,25 @@ async def test_preload_loads_once_and_reports_the_measured_weights(make_engine: 
     assert (
         0.9 * factor * model_bytes(three_models[0]) <= first["weights_bytes"] <= factor * model_bytes(three_models[0])
     )
+
+
+async def test_requests_queued_behind_a_failed_load_get_its_error_without_loading_again(
+    make_engine: Callable[..., Engine], tmp_path: Path
+):
+    engine = make_engine()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')  # no weights: the load fails
+    spec = spec_of(broken)
+    client = InProcessEngineClient(engine)
+
+    outcomes = await asyncio.gather(*(collect(client.open(generation(spec, max_tokens=2))) for _ in range(10)))
+
+    assert all(outcome.kinds == ["error"] for outcome in outcomes)
+    assert {outcome.last["code"] for outcome in outcomes} == {"model_load_failed"}
+    assert all(outcome.last["retry_after"] > 0 for outcome in outcomes)
+    assert str(tmp_path) not in outcomes[0].last["message"]  # the client is not told server paths
+    stats = engine.stats()
+    assert stats["models"][spec["key"]]["load_failures"] == 1
+    assert stats["models"][spec["key"]]["state"] == "unloaded"
+    assert stats["in_flight"][spec["key"]] == 0
