@@ -25,6 +25,8 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 from PIL import Image
 
+from inference.engine.text import keeping_leading_space
+
 Sampler = Callable[[mx.array], mx.array]
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]
 
@@ -41,16 +43,6 @@ PER_GENERATION_STATE = ("_rope_deltas", "_position_ids")
 
 def greedy(logprobs: mx.array) -> mx.array:
     return mx.argmax(logprobs, axis=-1)
-
-
-def _keeping_leading_space(detokenizer: Any) -> Any:
-    """mlx-lm's streaming detokenizers drop the first token's leading space (a chat-UI habit);
-    an API returns exactly what the model produced, as the text engine does."""
-    if hasattr(detokenizer, "trim_space"):
-        detokenizer.trim_space = False
-    if hasattr(detokenizer, "_maybe_trim_space"):
-        detokenizer._maybe_trim_space = lambda text: text
-    return detokenizer
 
 
 def _detokenizer_class(folder: Path) -> Any:
@@ -136,7 +128,7 @@ class VisionRuntime:
         self.tokenizer: Any = getattr(self.processor, "tokenizer", self.processor)
         self.config = json.loads((folder / "config.json").read_text())
         self.context_length = _context_length(self.config, self.tokenizer)
-        self._detokenizer = _keeping_leading_space(_detokenizer_class(folder)(self.tokenizer))
+        self._detokenizer = keeping_leading_space(_detokenizer_class(folder)(self.tokenizer))
         criteria = getattr(self.tokenizer, "stopping_criteria", None)
         self.eos_token_ids = {int(token) for token in getattr(criteria, "eos_token_ids", None) or []}
         eos_token_id = getattr(self.tokenizer, "eos_token_id", None)
@@ -198,7 +190,7 @@ class VisionRuntime:
             key: value for key, value in inputs.items() if key not in ("input_ids", "pixel_values", "attention_mask")
         }
         # One detokenizer per generation (building the token map is the slow part, so copy it).
-        detokenizer = _keeping_leading_space(copy.copy(self._detokenizer))
+        detokenizer = keeping_leading_space(copy.copy(self._detokenizer))
         detokenizer.reset()
         return VisionGeneration(
             runtime=self,
