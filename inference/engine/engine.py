@@ -115,6 +115,7 @@ class Engine:
         self._runners: dict[str, Runner] = {}
         self._records: dict[str, ModelRecord] = {}
         self._waiting: list[Waiting] = []
+        self._waiting_count = 0  # len(_waiting) as last published, for stats() readers on other threads
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -187,6 +188,7 @@ class Engine:
                 "in_flight": dict(self._in_flight),
                 "memory": dict(self._memory),
                 "evictions": self.evictions,
+                "waiting_for_memory": self._waiting_count,
             }
 
     # ---- the engine thread ----------------------------------------------------------
@@ -269,6 +271,7 @@ class Engine:
                 if runner is None:
                     if not waited:
                         self._waiting.append(Waiting(request, sink, time.monotonic() + self.config.load_wait))
+                        self._waiting_count = len(self._waiting)
                     return False
             self._update_spec(runner, request.model)
             runner.admit(request, sink)
@@ -294,6 +297,7 @@ class Engine:
         for waiting in self._waiting:
             if waiting.request.request_id == request_id:
                 self._waiting.remove(waiting)
+                self._waiting_count = len(self._waiting)
                 self._refuse(waiting.request, waiting.sink, EngineError("Cancelled.", status=499, code="cancelled"))
                 return
         runner = self._runners.get(model_key)
@@ -310,6 +314,7 @@ class Engine:
             elif now >= waiting.deadline:
                 self._waiting.remove(waiting)
                 self._refuse(waiting.request, waiting.sink, self._no_room(waiting.request.model))
+        self._waiting_count = len(self._waiting)
 
     # ---- the pool ---------------------------------------------------------------------
 

@@ -119,35 +119,46 @@ async def test_a_model_that_cannot_fit_gets_503_with_retry_after_and_the_engine_
     assert engine.alive
 
 
+async def waiting_for_memory(engine: Engine, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while engine.stats()["waiting_for_memory"] != count:
+        assert time.monotonic() < deadline, engine.stats()
+        await asyncio.sleep(0.02)
+
+
+# A context far beyond the model's own: a generation that cannot end by itself during a test.
+ENDLESS = {"context_length": 10_000_000}
+
+
 async def test_a_request_waits_for_a_busy_model_to_go_idle_then_loads(
     make_engine: Callable[..., Engine], three_models, resident_bytes
 ):
     engine = make_engine(memory_budget=budget_for(1.5, resident_bytes), prefix_cache_bytes=0, load_wait=60)
-    a, b = spec_of(three_models[0]), spec_of(three_models[1])
+    a, b = spec_of(three_models[0], **ENDLESS), spec_of(three_models[1])
     client = InProcessEngineClient(engine)
-    long_running = client.open(generation(a, max_tokens=200))
+    long_running = client.open(generation(a, max_tokens=5_000_000))
     first = await long_running.next_event(timeout=30)
     assert first is not None and first["type"] == "accepted"
 
     waiting = asyncio.ensure_future(collect(client.open(generation(b, max_tokens=2))))
-    await asyncio.sleep(0.3)
-    assert not waiting.done()  # b does not fit while a serves its request
+    await waiting_for_memory(engine, 1)  # b does not fit while a serves its request
+    assert not waiting.done()
 
-    finished = await collect(long_running)
+    long_running.cancel()
     served = await waiting
 
-    assert finished.last["type"] == "finish"
     assert served.last["type"] == "finish"
     assert loaded(engine) == {b["key"]}
+    assert engine.stats()["waiting_for_memory"] == 0
 
 
 async def test_a_waiting_request_gets_503_when_the_busy_model_stays_busy(
     make_engine: Callable[..., Engine], three_models, resident_bytes
 ):
     engine = make_engine(memory_budget=budget_for(1.5, resident_bytes), prefix_cache_bytes=0, load_wait=0.5)
-    a, b = spec_of(three_models[0]), spec_of(three_models[1])
+    a, b = spec_of(three_models[0], **ENDLESS), spec_of(three_models[1])
     client = InProcessEngineClient(engine)
-    long_running = client.open(generation(a, max_tokens=2000))
+    long_running = client.open(generation(a, max_tokens=5_000_000))
     assert (await long_running.next_event(timeout=30))["type"] == "accepted"
 
     refused = await collect(client.open(generation(b, max_tokens=2)))
@@ -155,6 +166,7 @@ async def test_a_waiting_request_gets_503_when_the_busy_model_stays_busy(
 
     assert refused.last["code"] == "insufficient_memory"
     assert refused.last["status"] == 503
+    assert refused.last["retry_after"] > 0
 
 
 async def test_an_idle_model_unloads_after_its_ttl_and_a_pinned_one_stays(
@@ -177,9 +189,9 @@ async def test_unloading_a_busy_model_is_refused_unless_forced_and_forcing_ends_
     make_engine: Callable[..., Engine], three_models
 ):
     engine = make_engine()
-    spec = spec_of(three_models[0])
+    spec = spec_of(three_models[0], **ENDLESS)
     client = InProcessEngineClient(engine)
-    stream = client.open(generation(spec, max_tokens=2000))
+    stream = client.open(generation(spec, max_tokens=5_000_000))
     assert (await stream.next_event(timeout=30))["type"] == "accepted"
 
     with pytest.raises(Exception, match="in flight") as refused:
