@@ -16,6 +16,8 @@ from tests.conftest import LiveHub, start_hub, stop_hub
 
 pytestmark = pytest.mark.live
 NAMES = ("pool-a", "pool-b", "pool-c")
+# The demo models' end-of-text ids ("</s>", "<|im_end|>"): random weights pick them now and then.
+NO_END_OF_TEXT = {"2": -100, "4": -100}
 
 
 def engine_stats(hub: LiveHub) -> dict[str, Any]:
@@ -104,8 +106,8 @@ def test_twenty_concurrent_first_requests_for_an_unloaded_model_cause_one_load(p
 
 def test_a_load_that_cannot_fit_while_both_resident_models_are_busy_is_a_503_with_retry_after(pool_hub, pool_client):
     *busy, other = NAMES
-    # Generations that cannot end during the test, however fast the kernels: a context far beyond the
-    # model's own, loaded afresh so the engine takes it.
+    # Generations that cannot end during the test, however fast the kernels: no end-of-text token, and a
+    # context far beyond the model's own (loaded afresh so the engine takes it).
     pool_hub.manage("shell", "-c", "from catalog.models import Profile; "
                     f"Profile.objects.filter(name__in={busy!r}).update(context_length=10_000_000)")  # fmt: skip
     with pool_hub.client() as http:
@@ -115,7 +117,9 @@ def test_a_load_that_cannot_fit_while_both_resident_models_are_busy_is_a_503_wit
         pool_client.completions.create(model=name, prompt="hi", max_tokens=1)
     streams: list[Any] = []
     for name in busy:  # endless generations keep both resident models busy, so neither may be evicted
-        stream = pool_client.completions.create(model=name, prompt="keep going", max_tokens=5_000_000, stream=True)
+        stream = pool_client.completions.create(
+            model=name, prompt="keep going", max_tokens=5_000_000, stream=True, logit_bias=NO_END_OF_TEXT
+        )
         next(iter(stream))
         streams.append(stream)
     try:

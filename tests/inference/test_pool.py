@@ -12,7 +12,7 @@ import pytest
 
 from inference.engine.client import InProcessEngineClient
 from inference.engine.engine import Engine, active_memory, free_unused_memory
-from inference.engine.types import ModelSpec
+from inference.engine.types import ModelSpec, SamplingParams
 from tests.inference.engine_kit import collect, generation, run, settled
 
 
@@ -126,8 +126,10 @@ async def waiting_for_memory(engine: Engine, count: int) -> None:
         await asyncio.sleep(0.02)
 
 
-# A context far beyond the model's own: a generation that cannot end by itself during a test.
+# A context far beyond the model's own: with NEVER_ENDING sampling, a generation that cannot end by itself.
 ENDLESS = {"context_length": 10_000_000}
+# Greedy, and the demo models' end-of-text ids ("</s>", "<|im_end|>") never picked.
+NEVER_ENDING = SamplingParams(temperature=0.0, logit_bias={2: -100.0, 4: -100.0})
 
 
 async def test_a_request_waits_for_a_busy_model_to_go_idle_then_loads(
@@ -136,7 +138,7 @@ async def test_a_request_waits_for_a_busy_model_to_go_idle_then_loads(
     engine = make_engine(memory_budget=budget_for(1.5, resident_bytes), prefix_cache_bytes=0, load_wait=60)
     a, b = spec_of(three_models[0], **ENDLESS), spec_of(three_models[1])
     client = InProcessEngineClient(engine)
-    long_running = client.open(generation(a, max_tokens=5_000_000))
+    long_running = client.open(generation(a, max_tokens=5_000_000, sampling=NEVER_ENDING))
     first = await long_running.next_event(timeout=30)
     assert first is not None and first["type"] == "accepted"
 
@@ -158,7 +160,7 @@ async def test_a_waiting_request_gets_503_when_the_busy_model_stays_busy(
     engine = make_engine(memory_budget=budget_for(1.5, resident_bytes), prefix_cache_bytes=0, load_wait=0.5)
     a, b = spec_of(three_models[0], **ENDLESS), spec_of(three_models[1])
     client = InProcessEngineClient(engine)
-    long_running = client.open(generation(a, max_tokens=5_000_000))
+    long_running = client.open(generation(a, max_tokens=5_000_000, sampling=NEVER_ENDING))
     assert (await long_running.next_event(timeout=30))["type"] == "accepted"
 
     refused = await collect(client.open(generation(b, max_tokens=2)))
@@ -191,7 +193,7 @@ async def test_unloading_a_busy_model_is_refused_unless_forced_and_forcing_ends_
     engine = make_engine()
     spec = spec_of(three_models[0], **ENDLESS)
     client = InProcessEngineClient(engine)
-    stream = client.open(generation(spec, max_tokens=5_000_000))
+    stream = client.open(generation(spec, max_tokens=5_000_000, sampling=NEVER_ENDING))
     assert (await stream.next_event(timeout=30))["type"] == "accepted"
 
     with pytest.raises(Exception, match="in flight") as refused:
