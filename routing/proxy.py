@@ -15,6 +15,7 @@ from django.http.response import HttpResponseBase
 
 from audit.services import RequestAudit
 from inference.engine.types import FinishEvent
+from inference.engine.types import finish_event as engine_finish_event
 from inference.errors import OpenAIError, error_body, sse_data
 from routing.backends import UpstreamError, UpstreamStream, upstream_call
 from routing.models import ProviderCredential
@@ -57,14 +58,8 @@ def sse_anthropic(event: str, data: dict[str, Any]) -> bytes:
 
 
 def finish_event(prompt: int, completion: int, cached: int) -> FinishEvent:
-    return {
-        "type": "finish",
-        "text": "",
-        "finish_reason": "stop",
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "cached_tokens": cached,
-    }
+    """What an upstream answer used, in the engine's terms (for the audit row and the limits)."""
+    return engine_finish_event("stop", prompt=prompt, completion=completion, cached=cached)
 
 
 def error_as_openai(exc: UpstreamError) -> OpenAIError:

@@ -12,7 +12,7 @@ from inference.engine.kernels import prepare_model
 from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
-from inference.engine.types import EngineError, EngineEvent, EventSink, GenerationRequest, ModelSpec
+from inference.engine.types import EngineError, EventSink, GenerationRequest, ModelSpec, finish_event
 
 logger = logging.getLogger(__name__)
 
@@ -218,15 +218,15 @@ class TextRunner(Runner):
         self.active.pop(active.uid, None)
         self.uid_by_request.pop(active.request.request_id, None)
         self.release()
-        event: EngineEvent = {
-            "type": "finish",
-            "text": text,
-            "finish_reason": reason,  # type: ignore[typeddict-item]
-            "prompt_tokens": active.prompt_tokens,
-            "completion_tokens": active.completion_tokens,
-            "cached_tokens": active.cached_tokens,
-        }
-        active.sink(event)
+        active.sink(
+            finish_event(
+                reason,
+                text=text,
+                prompt=active.prompt_tokens,
+                completion=active.completion_tokens,
+                cached=active.cached_tokens,
+            )
+        )
 
     def cancel(self, request_id: str) -> None:
         uid = self.uid_by_request.get(request_id)

@@ -90,6 +90,17 @@ class ErrorEvent(TypedDict):
     retry_after: NotRequired[int]  # seconds, for refusals that pass (a full queue, memory in use)
 
 
+def finish_event(reason: str, *, text: str = "", prompt: int, completion: int, cached: int = 0) -> FinishEvent:
+    return {
+        "type": "finish",
+        "text": text,
+        "finish_reason": reason,  # type: ignore[typeddict-item]
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "cached_tokens": cached,
+    }
+
+
 EngineEvent = AcceptedEvent | DeltaEvent | FinishEvent | EmbeddingsEvent | ErrorEvent
 EventSink = Callable[[EngineEvent], None]
 TERMINAL_EVENTS = frozenset({"finish", "error", "embeddings"})

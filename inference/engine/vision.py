@@ -10,7 +10,7 @@ from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
 from inference.engine.text import check_context, parameter_bytes
-from inference.engine.types import EngineError, EngineEvent, EventSink, GenerationRequest, ModelSpec
+from inference.engine.types import EngineError, EventSink, GenerationRequest, ModelSpec, finish_event
 
 
 @dataclass
@@ -97,15 +97,7 @@ class VisionRunner(Runner):
         self.active.pop(active.request.request_id, None)
         active.generation.close()
         self.release()
-        event: EngineEvent = {
-            "type": "finish",
-            "text": text,
-            "finish_reason": reason,  # type: ignore[typeddict-item]
-            "prompt_tokens": active.prompt_tokens,
-            "completion_tokens": active.completion_tokens,
-            "cached_tokens": 0,
-        }
-        active.sink(event)
+        active.sink(finish_event(reason, text=text, prompt=active.prompt_tokens, completion=active.completion_tokens))
 
     def cancel(self, request_id: str) -> None:
         active = self.active.get(request_id)

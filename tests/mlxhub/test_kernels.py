@@ -80,8 +80,7 @@ def test_auto_preloads_the_blas_first_and_keeps_other_preloads():
 @needs_blas
 def test_a_thread_count_the_operator_set_is_kept():
     assert BLAS is not None
-    if BLAS.name not in THREADS_VARIABLE:
-        pytest.skip(f"no thread setting known for {BLAS.name}")
+    assert BLAS.name in THREADS_VARIABLE, f"the launcher knows no thread setting for {BLAS.name}"
     variable = THREADS_VARIABLE[BLAS.name]
 
     assert engine_process_env(clean_env(**{variable: "7"}))[variable] == "7"
