@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from rest_framework.routers import DefaultRouter
@@ -9,7 +8,7 @@ from rest_framework.routers import DefaultRouter
 from audit.api import AuditLogView, UsageView, metrics_view
 from catalog.api import ModelLoadView, ModelUnloadView, ProfileViewSet
 from inference.api import api as v1_api
-from inference.errors import OpenAIError, error_response
+from inference.api import unknown_url as v1_unknown_url
 from mlxhub.accounts.api import ApiKeyViewSet, TeamViewSet
 from mlxhub.health import healthz, readyz
 
@@ -17,12 +16,6 @@ router = DefaultRouter()
 router.register("keys", ApiKeyViewSet, basename="apikey")
 router.register("teams", TeamViewSet, basename="team")
 router.register("profiles", ProfileViewSet, basename="profile")
-
-
-def v1_not_found(request: HttpRequest) -> HttpResponse:
-    return error_response(
-        OpenAIError(f"Unknown request URL: {request.method} {request.path}.", status=404, code="unknown_url")
-    )
 
 
 urlpatterns = [
@@ -38,7 +31,7 @@ urlpatterns = [
     path("api/", include(router.urls)),
     path("metrics", metrics_view, name="metrics"),
     path("v1/", v1_api.urls),
-    re_path(r"^v1/.*$", v1_not_found),
+    re_path(r"^v1/.*$", v1_unknown_url),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
 ]

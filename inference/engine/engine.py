@@ -18,22 +18,16 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference.engine.config import EngineConfig
 from inference.engine.kernels import expected_weights_bytes
 from inference.engine.runner import Runner
-from inference.engine.text import BatchConfig, TextRunner
-from inference.engine.types import (
-    EmbeddingRequest,
-    EngineError,
-    EventSink,
-    GenerationRequest,
-    ModelSpec,
-)
+from inference.engine.text import TextRunner
+from inference.engine.types import EngineError, EngineRequest, EventSink, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -47,28 +41,12 @@ POOL_CHECK_SECONDS = 0.25
 # failed load (and any arriving meanwhile) get its error at once instead of each repeating it.
 LOAD_RETRY_SECONDS = 5
 
-Request = GenerationRequest | EmbeddingRequest
-
-
-@dataclass
-class EngineConfig:
-    max_batch: int = 32  # sequences decoding together per model
-    max_queue: int = 64  # requests waiting beyond the batch, per model
-    prefill_batch: int = 8
-    # Prefill runs in chunks of this many tokens between decode steps, so a long
-    # prompt delays the streams already decoding by one chunk, not the whole prompt.
-    prefill_step: int = 256
-    prefix_cache_bytes: int = 512 * 1024 * 1024
-    memory_budget: int = 0  # bytes for everything the pool holds; 0: no limit
-    idle_ttl: float = 0.0  # seconds before an idle model unloads (a profile may say otherwise); 0: never
-    load_wait: float = 30.0  # how long a request for a model that does not fit waits for busy ones
-
 
 @dataclass
 class Waiting:
     """A request whose model does not fit yet: retried whenever a model goes idle."""
 
-    request: Request
+    request: EngineRequest
     sink: EventSink
     deadline: float
 
@@ -145,10 +123,14 @@ class Engine:
             self._thread.join(timeout=10)
 
     @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
 
-    def submit(self, request: Request, sink: EventSink) -> None:
+    def submit(self, request: EngineRequest, sink: EventSink) -> None:
         """Queue a request; raises EngineError(429) when the model's queue is full."""
         key = request.model["key"]
         limit = self.config.max_batch + self.config.max_queue
@@ -182,6 +164,7 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {
+                "started": True,
                 "alive": self.alive,
                 "steps": self.steps,
                 "models": {key: dict(value) for key, value in self._stats.items()},
@@ -261,7 +244,7 @@ class Engine:
 
     # ---- requests -------------------------------------------------------------------
 
-    def _admit(self, request: Request, sink: EventSink, *, waited: bool = False) -> bool:
+    def _admit(self, request: EngineRequest, sink: EventSink, *, waited: bool = False) -> bool:
         """Start ``request``; False when it waits for memory (it stays queued)."""
         key = request.model["key"]
         try:
@@ -279,7 +262,7 @@ class Engine:
             self._refuse(request, sink, exc)
             return True
         except Exception as exc:
-            logger.exception("admitting request %s failed", request.request_id)
+            logger.exception("admitting request %s failed", request.trace_id or request.request_id)
             error = EngineError(
                 f"The engine could not start this request: {type(exc).__name__}.", status=500, code="engine_error"
             )
@@ -289,7 +272,7 @@ class Engine:
         self._publish(runner)
         return True
 
-    def _refuse(self, request: Request, sink: EventSink, error: EngineError) -> None:
+    def _refuse(self, request: EngineRequest, sink: EventSink, error: EngineError) -> None:
         self._release(request.model["key"])
         sink(error.as_event())
 
@@ -349,7 +332,7 @@ class Engine:
         """What loading ``spec`` will hold: as measured at its last load, else from its weight files
         and this process's kernel path (float32 doubles a bfloat16 checkpoint)."""
         measured = self._record(spec["key"]).weights_bytes
-        return measured or expected_weights_bytes(spec["path"], weights_on_disk(spec["path"]))
+        return measured or expected_weights_bytes(spec["path"], weights_on_disk(spec["path"]), self.config.kernels)
 
     def _no_room(self, spec: ModelSpec) -> EngineError:
         budget = self.config.memory_budget
@@ -434,17 +417,16 @@ class Engine:
             from inference.engine.embeddings import EmbeddingRunner
 
             # Padded tokens per forward pass: about the work of a few prefill chunks, so other models keep decoding.
-            return EmbeddingRunner(spec, self._release, max_batch_tokens=self.config.prefill_step * 4)
+            return EmbeddingRunner(
+                spec, self._release, kernels=self.config.kernels, max_batch_tokens=self.config.prefill_step * 4
+            )
         if kind == "vision":
             from inference.engine.vision import VisionRunner
 
-            return VisionRunner(spec, self._release)
-        batch = BatchConfig(
-            max_batch=self.config.max_batch,
-            prefill_batch=self.config.prefill_batch,
-            prefill_step=self.config.prefill_step,
+            return VisionRunner(spec, self._release, kernels=self.config.kernels)
+        return TextRunner(
+            spec, self._release, kernels=self.config.kernels, batch=self.config.batch, prefix_cache=self._prefix_cache
         )
-        return TextRunner(spec, self._release, batch=batch, prefix_cache=self._prefix_cache)
 
     def _unload(self, runner: Runner, *, reason: str) -> None:
         if runner.requests:
@@ -580,6 +562,3 @@ class Engine:
             self._stats[runner.key] = snapshot
         if not runner.requests:
             self._publish_memory()
-
-
-EngineFactory = Callable[[], Engine]
