@@ -28,7 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from routing.constants import ANTHROPIC_VERSION, UPSTREAM_CONNECT_TIMEOUT
 from routing.services import CredentialTarget, credential_secret
-from routing.translation import upstream_error_message
+from routing.translation.errors import upstream_error_message
 
 logger = logging.getLogger(__name__)
 
