@@ -33,7 +33,7 @@ from inference.schemas import AnthropicCountTokensRequest, AnthropicMessagesRequ
 from inference.services import chat_images, chat_request, require_kind
 from routing.backends import upstream_call
 from routing.proxy import BACKEND_HEADER, ClientProtocol, cloud_serve, sse_anthropic
-from routing.services import Target
+from routing.selectors import Target
 from routing.translation.errors import anthropic_error_body
 from routing.translation.requests import anthropic_request_to_openai
 from routing.translation.responses import openai_response_to_anthropic

@@ -50,7 +50,7 @@ from mlxhub.accounts.services import ApiKeyError, api_key_aauthenticate, secret_
 from routing.backends import CircuitOpenError, UpstreamError
 from routing.constants import ANTHROPIC_DEFAULT_MAX_TOKENS
 from routing.proxy import BACKEND_HEADER, ClientProtocol, cloud_serve, error_as_openai, event_stream_response
-from routing.services import Route, Target, routing_rule_aresolve
+from routing.selectors import Route, Target, routing_rule_aresolve
 from routing.translation.errors import anthropic_error_body
 
 logger = logging.getLogger(__name__)

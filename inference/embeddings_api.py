@@ -19,7 +19,7 @@ from inference.errors import OpenAIError
 from inference.schemas import EmbeddingsRequest
 from inference.services import model_spec_for, require_kind
 from routing.proxy import BACKEND_HEADER, finish_event
-from routing.services import Target
+from routing.selectors import Target
 
 logger = logging.getLogger(__name__)
 ENDPOINT = "embeddings"

@@ -11,7 +11,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule
-from routing.services import credential_create, credential_test, credential_update, routing_rule_resolve
+from routing.selectors import routing_rule_resolve
+from routing.services import credential_create, credential_test, credential_update
 
 
 class ProviderCredentialForm(forms.ModelForm):

@@ -16,7 +16,8 @@ from audit.models import AdminAction
 from audit.services import admin_action_record
 from mlxhub.accounts.models import Role
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule, validate_target
-from routing.services import credential_create, credential_update, routing_rule_resolve
+from routing.selectors import routing_rule_resolve
+from routing.services import credential_create, credential_update
 
 
 class CredentialSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]

@@ -19,7 +19,7 @@ from inference.engine.types import finish_event as engine_finish_event
 from inference.errors import OpenAIError, error_body, sse_data
 from routing.backends import UpstreamError, UpstreamStream, upstream_call
 from routing.models import ProviderCredential
-from routing.services import Target
+from routing.selectors import Target
 from routing.translation.errors import anthropic_error_body, upstream_error_message
 from routing.translation.requests import anthropic_request_to_openai, openai_request_to_anthropic
 from routing.translation.responses import (

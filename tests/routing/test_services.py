@@ -16,7 +16,8 @@ from catalog.models import Profile
 from mlxhub import crypto
 from routing.backends import CircuitBreaker
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule
-from routing.services import credential_secret, credential_update, routing_rule_resolve
+from routing.selectors import routing_rule_resolve
+from routing.services import credential_secret, credential_update
 from tests.routing.conftest import SECRET
 
 pytestmark = pytest.mark.django_db(transaction=True)
