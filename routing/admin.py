@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
+from routing.constants import MODEL_NAME_MAX_LENGTH
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule
 from routing.selectors import routing_rule_resolve
 from routing.services import credential_create, credential_test, credential_update
@@ -71,7 +72,7 @@ class RoutingFallbackInline(admin.TabularInline):
 
 
 class ResolveForm(forms.Form):
-    model = forms.CharField(max_length=200, label="Model name")
+    model = forms.CharField(max_length=MODEL_NAME_MAX_LENGTH, label="Model name")
 
 
 @admin.register(RoutingRule)

@@ -7,7 +7,7 @@ from typing import Any, cast
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from rest_framework import serializers, status, viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from audit.models import AdminAction
 from audit.services import admin_action_record
 from mlxhub.accounts.models import Role
+from routing.constants import MODEL_NAME_MAX_LENGTH
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule, validate_target
 from routing.selectors import routing_rule_resolve
 from routing.services import credential_create, credential_update
@@ -145,12 +146,16 @@ class RuleViewSet(viewsets.ModelViewSet):  # type: ignore[type-arg]
         instance.delete()
 
 
+class ResolveSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    # The /v1 cap on `model`, checked here so a long name is a 400 naming the field, not work for every rule.
+    model = serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH, trim_whitespace=False)
+
+
 class ResolveView(APIView):
     read_role = Role.VIEWER
     write_role = Role.VIEWER  # a POST that changes nothing
 
     def post(self, request: Request) -> Response:
-        model = request.data.get("model") if isinstance(request.data, dict) else None
-        if not isinstance(model, str) or not model:
-            return Response({"model": ["A model name is required."]}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(routing_rule_resolve(model_name=model).describe())
+        serializer = ResolveSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(routing_rule_resolve(model_name=serializer.validated_data["model"]).describe())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -15,8 +16,15 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from catalog.models import Profile
-from routing.constants import RULES_CACHE_SECONDS, RULES_VERSION_KEY
+from routing.constants import (
+    MODEL_NAME_MAX_LENGTH,
+    REGEX_MATCH_TIMEOUT_SECONDS,
+    RULES_CACHE_SECONDS,
+    RULES_VERSION_KEY,
+)
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,15 +144,51 @@ def _targets(rule: RoutingRule) -> tuple[Target, ...]:
     return (primary, *fallbacks)
 
 
+class ModelNameTooLong(ValueError):
+    """A name longer than MODEL_NAME_MAX_LENGTH: refused before any rule is tried."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"A model name is at most {MODEL_NAME_MAX_LENGTH} characters; this one has {length}.")
+
+
+# (rule id, pattern) of the regex rules that have run out of time once: each is logged once, not per request.
+_slow_rules: set[tuple[int, str]] = set()
+
+
+def _rule_matches(rule: RoutingRule, model_name: str) -> bool:
+    try:
+        return rule.matches(model_name)
+    except TimeoutError:
+        key = (rule.pk, rule.pattern)
+        if key not in _slow_rules:
+            _slow_rules.add(key)
+            logger.warning(
+                "Routing rule %r took over %.0f ms to match the model name %r; it counts as not matching "
+                "(logged once per pattern: simplify the pattern, for example drop nested repeats).",
+                rule.name, REGEX_MATCH_TIMEOUT_SECONDS * 1000, model_name,
+            )  # fmt: skip
+        return False
+
+
 def _route_from(rules: list[_CompiledRule], model_name: str) -> Route:
     for compiled in rules:
-        if compiled.rule.matches(model_name):
+        if _rule_matches(compiled.rule, model_name):
             return Route(model=model_name, rule=compiled.rule.name, targets=compiled.targets)
     return Route(model=model_name, rule=None, targets=(Target(profile=model_name),))
 
 
+def _check_length(model_name: str) -> None:
+    if len(model_name) > MODEL_NAME_MAX_LENGTH:
+        raise ModelNameTooLong(len(model_name))
+
+
 def routing_rule_resolve(*, model_name: str) -> Route:
-    """The route a model name takes: the first enabled matching rule by priority, else the local profile."""
+    """The route a model name takes: the first enabled matching rule by priority, else the local profile.
+
+    Raises ModelNameTooLong past MODEL_NAME_MAX_LENGTH characters; a regex rule that runs out of
+    time counts as not matching, so the work per call is bounded by the rules, never by the name.
+    """
+    _check_length(model_name)
     rules = _rule_cache.fresh()
     if rules is None:
         rules = _rule_cache.load()
@@ -152,6 +196,8 @@ def routing_rule_resolve(*, model_name: str) -> Route:
 
 
 async def routing_rule_aresolve(*, model_name: str) -> Route:
+    """routing_rule_resolve for the event loop: only a cache reload leaves it (for the database)."""
+    _check_length(model_name)
     rules = _rule_cache.fresh()
     if rules is None:
         rules = await sync_to_async(_rule_cache.load)()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -134,3 +135,39 @@ def test_the_test_connection_action_reports_an_unreachable_provider(
     page = response.content.decode()
     assert "could not connect" in page
     assert SECRET not in page
+
+
+def test_resolve_decides_a_crafted_name_for_a_backtracking_rule_in_well_under_a_second(
+    alice: AbstractUser, credential: ProviderCredential
+) -> None:
+    RoutingRule.objects.create(name="gpt", pattern=r"gpt-(\w+-?)+", match="regex", target_credential=credential,
+                               target_model="gpt-4o")  # fmt: skip
+    api = logged_in(alice)
+    for name in ("gpt-" + "a-" * 90 + "!", "gpt-" + "a" * 190 + "!"):
+        started = time.monotonic()
+        response = api.post("/api/routing/resolve/", {"model": name}, format="json")
+        assert time.monotonic() - started < 1.0
+        assert response.status_code == 200, response.content
+        assert response.json()["rule"] is None
+    assert api.post("/api/routing/resolve/", {"model": "gpt-4o"}, format="json").json()["rule"] == "gpt"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [({"model": "g" * 201}, "no more than 200 characters"), ({"model": ""}, "blank"), ({}, "required")],
+)
+def test_resolve_refuses_a_missing_or_over_long_name_with_a_problem_naming_model(
+    charlie: AbstractUser, body: dict[str, str], message: str
+) -> None:
+    response = logged_in(charlie).post("/api/routing/resolve/", body, format="json")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert message in response.json()["errors"]["model"][0]
+
+
+def test_a_regex_rule_that_does_not_compile_is_refused_naming_pattern(alice: AbstractUser, profile: Profile) -> None:
+    rule = {"name": "r", "pattern": "gpt-(", "match": "regex", "target_profile": profile.pk}
+    response = logged_in(alice).post("/api/routing/rules/", rule, format="json")
+    assert response.status_code == 400
+    assert "Not a valid regular expression" in response.json()["errors"]["pattern"][0]
+    assert not RoutingRule.objects.exists()

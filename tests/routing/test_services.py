@@ -1,4 +1,4 @@
-"""Credentials at rest, key rotation, rule resolution and its cache, the circuit breaker."""
+"""Credentials at rest, key rotation, rule validation, the circuit breaker."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from audit.models import AdminAction
 from catalog.models import Profile
 from mlxhub import crypto
 from routing.backends import CircuitBreaker
-from routing.models import ProviderCredential, RoutingFallback, RoutingRule
-from routing.selectors import routing_rule_resolve
+from routing.models import ProviderCredential, RoutingRule
 from routing.services import credential_secret, credential_update
 from tests.routing.conftest import SECRET
 
@@ -79,50 +78,6 @@ def test_an_update_without_a_secret_keeps_the_stored_one(credential: ProviderCre
     before = stored_secret_column(credential)
     credential_update(credential=credential, base_url="https://proxy.example.com")
     assert stored_secret_column(credential) == before
-
-
-def test_no_rule_means_the_local_profile_of_that_name(profile: Profile) -> None:
-    route = routing_rule_resolve(model_name="tiny")
-    assert route.rule is None
-    assert [target.profile for target in route.targets] == ["tiny"]
-
-
-def test_rules_match_exact_glob_and_regex_in_priority_order(profile: Profile, credential: ProviderCredential) -> None:
-    RoutingRule.objects.create(name="glob", pattern="claude-*", match="glob", priority=20,
-                               target_credential=credential, target_model="claude-sonnet")  # fmt: skip
-    RoutingRule.objects.create(name="regex", pattern=r"claude-\d+", match="regex", priority=10,
-                               target_credential=credential, target_model="claude-opus")  # fmt: skip
-    RoutingRule.objects.create(name="exact", pattern="house", priority=30, target_profile=profile)
-    RoutingRule.objects.create(name="off", pattern="*", match="glob", priority=1, enabled=False, target_profile=profile)
-    assert routing_rule_resolve(model_name="claude-3").rule == "regex"
-    assert routing_rule_resolve(model_name="claude-haiku").targets[0].model == "claude-sonnet"
-    assert routing_rule_resolve(model_name="house").targets[0].profile == "tiny"
-    assert routing_rule_resolve(model_name="houses").rule is None
-
-
-def test_fallbacks_come_in_their_order(profile: Profile, credential: ProviderCredential) -> None:
-    rule = RoutingRule.objects.create(name="r", pattern="big", target_credential=credential, target_model="c1")
-    RoutingFallback.objects.create(rule=rule, position=2, target_profile=profile)
-    RoutingFallback.objects.create(rule=rule, position=1, target_credential=credential, target_model="c2")
-    route = routing_rule_resolve(model_name="big")
-    assert [target.backend for target in route.targets] == ["anthropic-main", "anthropic-main", "local"]
-    assert [target.model or target.profile for target in route.targets] == ["c1", "c2", "tiny"]
-
-
-def test_the_resolution_is_cached_and_dropped_when_a_rule_changes(
-    profile: Profile, credential: ProviderCredential, django_assert_num_queries: Any
-) -> None:
-    rule = RoutingRule.objects.create(name="r", pattern="big", target_profile=profile)
-    routing_rule_resolve(model_name="big")
-    with django_assert_num_queries(0):
-        assert routing_rule_resolve(model_name="big").targets[0].is_local
-    rule.target_profile = None
-    rule.target_credential = credential
-    rule.target_model = "claude"
-    rule.save()
-    assert routing_rule_resolve(model_name="big").targets[0].backend == "anthropic-main"
-    rule.delete()
-    assert routing_rule_resolve(model_name="big").rule is None
 
 
 def test_a_rule_needs_exactly_one_target_and_a_valid_regex(profile: Profile, credential: ProviderCredential) -> None:
