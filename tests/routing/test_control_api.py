@@ -10,6 +10,7 @@ from django.contrib.auth.models import AbstractUser
 from django.test import Client
 from rest_framework.test import APIClient
 
+from audit.models import AdminAction
 from catalog.models import Profile
 from routing.models import ProviderCredential, RoutingRule
 from tests.mlxhub.factories import PASSWORD
@@ -171,3 +172,57 @@ def test_a_regex_rule_that_does_not_compile_is_refused_naming_pattern(alice: Abs
     assert response.status_code == 400
     assert "Not a valid regular expression" in response.json()["errors"]["pattern"][0]
     assert not RoutingRule.objects.exists()
+
+
+def test_creating_changing_and_deleting_a_rule_through_the_api_writes_one_admin_action_each(
+    alice: AbstractUser, profile: Profile, credential: ProviderCredential
+) -> None:
+    api = logged_in(alice)
+    rule = {"name": "r", "pattern": "big", "target_profile": profile.pk}
+    created = api.post("/api/routing/rules/", rule, format="json")
+    assert created.status_code == 201, created.content
+    url = f"/api/routing/rules/{created.json()['id']}/"
+    fallback = {"target_credential": credential.pk, "target_model": "c1"}
+    changed = api.patch(url, {"priority": 7, "fallbacks": [fallback]}, format="json")
+    assert changed.status_code == 200, changed.content
+    assert changed.json()["fallbacks"] == [{"position": 0, "target_profile": None, **fallback}]
+    assert api.delete(url).status_code == 204
+    actions = AdminAction.objects.filter(object_type="routing.RoutingRule", actor=alice).order_by("pk")
+    assert [action.action for action in actions] == ["created", "changed", "deleted"]
+    assert actions[1].changes == {
+        "priority": 7,
+        "fallbacks": [
+            {"position": 0, "target_profile": None, "target_credential": "anthropic-main", "target_model": "c1"}
+        ],
+    }
+
+
+def test_a_rule_change_the_service_refuses_is_a_400_problem_and_writes_nothing(
+    alice: AbstractUser, profile: Profile, credential: ProviderCredential
+) -> None:
+    rule = RoutingRule.objects.create(name="r", pattern="big", target_profile=profile)
+    response = logged_in(alice).patch(f"/api/routing/rules/{rule.pk}/", {"target_credential": credential.pk},
+                                      format="json")  # fmt: skip
+    assert response.status_code == 400
+    assert "either a local profile or a provider credential" in str(response.json()["errors"]["non_field_errors"])
+    rule.refresh_from_db()
+    assert rule.target_credential is None
+    assert not AdminAction.objects.filter(object_type="routing.RoutingRule").exists()
+
+
+def test_deleting_a_credential_writes_an_admin_action_and_one_a_rule_targets_is_a_409_problem(
+    alice: AbstractUser, credential: ProviderCredential
+) -> None:
+    api = logged_in(alice)
+    RoutingRule.objects.create(name="claude", pattern="c", target_credential=credential, target_model="m")
+    refused = api.delete(f"/api/routing/credentials/{credential.pk}/")
+    assert refused.status_code == 409
+    assert refused["Content-Type"] == "application/problem+json"
+    assert "claude" in refused.json()["detail"]
+    assert not AdminAction.objects.filter(action="deleted").exists()
+
+    RoutingRule.objects.all().delete()
+    assert api.delete(f"/api/routing/credentials/{credential.pk}/").status_code == 204
+    [action] = AdminAction.objects.filter(action="deleted", object_type="routing.ProviderCredential")
+    assert (action.actor, action.object_repr) == (alice, "anthropic-main")
+    assert not ProviderCredential.objects.exists()
