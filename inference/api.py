@@ -22,7 +22,7 @@ from inference.routers import anthropic, embeddings, models, openai
 from inference.services import Outcome, RequestLedger
 from mlxhub.accounts.callers import Caller, caller_for_user
 from mlxhub.accounts.services import ApiKeyError, api_key_aauthenticate, secret_from_headers
-from routing.translation import anthropic_error_body
+from routing.translation.errors import anthropic_error_body
 
 logger = logging.getLogger(__name__)
 

@@ -21,19 +21,16 @@ from inference.services import CLIENT_LEFT, Outcome, RequestLedger
 from inference.serving import LedgeredBody, Serving, event_stream_response
 from routing.backends import UpstreamError, UpstreamStream, upstream_call
 from routing.models import ProviderCredential
-from routing.services import Target
-from routing.translation import (
-    AnthropicToOpenAIStream,
-    OpenAIToAnthropicStream,
-    anthropic_error_body,
-    anthropic_request_to_openai,
+from routing.selectors import Target
+from routing.translation.errors import anthropic_error_body, upstream_error_message
+from routing.translation.requests import anthropic_request_to_openai, openai_request_to_anthropic
+from routing.translation.responses import (
     anthropic_response_to_openai,
     anthropic_usage_counts,
-    openai_request_to_anthropic,
     openai_response_to_anthropic,
     openai_usage_counts,
-    upstream_error_message,
 )
+from routing.translation.streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 
 logger = logging.getLogger(__name__)
 _closing: set[asyncio.Future[None]] = set()

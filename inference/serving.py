@@ -39,7 +39,7 @@ from inference.runtime import engine_client
 from inference.services import CLIENT_LEFT, Outcome, RequestLedger
 from mlxhub.accounts.callers import Caller
 from routing.backends import CircuitOpenError, UpstreamError
-from routing.services import Route, Target, routing_rule_aresolve
+from routing.selectors import Route, Target, routing_rule_aresolve
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ from typing import Any
 from inference.engine.types import AcceptedEvent, EngineEvent, FinishEvent
 from inference.errors import OpenAIError
 from inference.formats.base import Renderer, text_and_finish
-from routing.translation import anthropic_error_body, new_message_id
+from routing.translation.errors import anthropic_error_body
+from routing.translation.responses import new_message_id
 
 STOP_REASONS = {"length": "max_tokens", "stop": "end_turn", "cancelled": "end_turn"}
 

@@ -25,7 +25,7 @@ from inference.services import Outcome
 from inference.serving import Endpoint, Serving, serve
 from routing.backends import upstream_call
 from routing.constants import ANTHROPIC_DEFAULT_MAX_TOKENS
-from routing.services import Target
+from routing.selectors import Target
 
 logger = logging.getLogger(__name__)
 router = Router(tags=["Anthropic"])

@@ -15,7 +15,7 @@ from inference.formats.openai import EmbeddingsRenderer
 from inference.schemas import EmbeddingsRequest
 from inference.services import Outcome
 from inference.serving import Endpoint, Serving, admit, collect, serve
-from routing.services import Target
+from routing.selectors import Target
 
 router = Router(tags=["OpenAI"])
 

@@ -16,7 +16,7 @@ from inference.formats.openai import ChatRenderer, CompletionRenderer
 from inference.schemas import ChatCompletionRequest, CompletionRequest
 from inference.serving import Endpoint, Serving, serve
 from routing.constants import ANTHROPIC_DEFAULT_MAX_TOKENS
-from routing.services import Target
+from routing.selectors import Target
 
 logger = logging.getLogger(__name__)
 router = Router(tags=["OpenAI"])
