@@ -391,7 +391,7 @@ class ModelUnloadView(APIView):
             result = profile_unload(profile=profile, actor=cast(User, request.user), force=body.validated_data["force"])
         except EngineError as exc:
             raise _problem_from(exc) from exc
-        return Response(_pool_body(profile, result))
+        return Response({"id": profile.name, "state": result.state})
 
 
 class UnknownUrlView(APIView):

@@ -15,7 +15,7 @@ from django.utils.module_loading import import_string
 
 from inference.engine.client import EngineClient
 from inference.engine.config import EngineConfig, KernelConfig
-from mlxhub.kernels import dequantize_limit_bytes, process_plan
+from mlxhub.kernels import engine_kernels
 
 _client: EngineClient | None = None
 _lock = threading.Lock()
@@ -23,13 +23,7 @@ _lock = threading.Lock()
 
 def kernel_config() -> KernelConfig:
     """This process's CPU kernel path (``mlxhub.kernels``), as the engine is told it."""
-    plan = process_plan(settings.MLXHUB_CPU_KERNELS)
-    return KernelConfig(
-        path=plan.path,
-        blas=plan.blas.name if plan.blas else None,
-        problem=plan.problem,
-        dequantize_limit_bytes=dequantize_limit_bytes(),
-    )
+    return engine_kernels(settings.MLXHUB_CPU_KERNELS)
 
 
 def engine_config(**overrides: Any) -> EngineConfig:

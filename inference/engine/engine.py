@@ -130,8 +130,18 @@ class Engine:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
 
+    def _unavailable(self) -> EngineError | None:
+        """Why a command would never be answered: the engine stopped, or its thread died (queued before the
+        start is fine: the thread drains the queue when it starts)."""
+        dead = self._thread is not None and not self._thread.is_alive()
+        if not (self._stopping.is_set() or dead):
+            return None
+        return EngineError("The engine is not running.", status=503, code="engine_unavailable", retry_after=5)
+
     def submit(self, request: EngineRequest, sink: EventSink) -> None:
-        """Queue a request; raises EngineError(429) when the model's queue is full."""
+        """Queue a request; raises EngineError(429) when the model's queue is full, 503 when the engine stopped."""
+        if (unavailable := self._unavailable()) is not None:
+            raise unavailable
         key = request.model["key"]
         limit = self.config.max_batch + self.config.max_queue
         with self._lock:
@@ -152,12 +162,18 @@ class Engine:
     def preload(self, spec: ModelSpec) -> Future[dict[str, Any]]:
         """Load ``spec`` if it is not loaded; the future holds its stats, or the EngineError."""
         done: Future[dict[str, Any]] = Future()
+        if (unavailable := self._unavailable()) is not None:
+            done.set_exception(unavailable)
+            return done
         self._commands.put(("load", (spec, done)))
         return done
 
     def unload(self, key: str, *, force: bool = False) -> Future[dict[str, Any]]:
         """Unload a model; with requests in flight only when forced (they end with a 503)."""
         done: Future[dict[str, Any]] = Future()
+        if (unavailable := self._unavailable()) is not None:
+            done.set_exception(unavailable)
+            return done
         self._commands.put(("unload", (key, force, done)))
         return done
 
@@ -192,9 +208,10 @@ class Engine:
         for runner in list(self._runners.values()):
             runner.fail_all(EngineError("The server is shutting down.", status=503, code="shutting_down"))
             self._unload(runner, reason="the engine stopped")
+        shutting_down = EngineError("The server is shutting down.", status=503, code="shutting_down")
         for waiting in self._waiting:
-            shutting_down = EngineError("The server is shutting down.", status=503, code="shutting_down")
             self._refuse(waiting.request, waiting.sink, shutting_down)
+        self._refuse_queued(shutting_down)
         self._prefix_cache = None
         free_unused_memory()
         import mlx.core as mx
@@ -202,6 +219,18 @@ class Engine:
         # MLX wants every thread that made streams to destroy them itself before it ends; left to the
         # interpreter's teardown they abort the process ("terminate called without an active exception").
         mx.clear_streams()
+
+    def _refuse_queued(self, error: EngineError) -> None:
+        """Commands that arrived while the engine stopped get an answer, never a wait that does not end."""
+        while True:
+            try:
+                kind, payload = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "submit":
+                self._refuse(*payload, error)
+            elif kind in ("load", "unload"):
+                payload[-1].set_exception(error)
 
     def _drain_commands(self, *, block: bool) -> None:
         try:

@@ -25,7 +25,7 @@ def engine_stats(live_hub: LiveHub) -> dict:
 
 
 def in_flight(live_hub: LiveHub, model_dir) -> int:
-    return engine_stats(live_hub)["in_flight"].get(str(model_dir), 0)
+    return engine_stats(live_hub)["models"]["demo"]["in_flight"]
 
 
 def wait_until_idle(live_hub: LiveHub, model_dir, timeout: float) -> float:
