@@ -11,6 +11,8 @@ READY_TIMEOUT_S = 300
 STOP_GRACE_S = 15
 # Seconds a fresh contender process may take beyond its requests' own timeouts (imports, the model's load).
 PROCESS_START_BUDGET_S = 120
+# Seconds a run of the resident engine-alone process may take beyond its requests' own timeouts.
+RUN_BUDGET_SLACK_S = 60
 # The issues' figures: hub / mlx_lm.server ratios to reach, and the prefix-cache speed-up.
 # On the stock kernel path the hub must match mlx_lm.server; on the optimized path, beat it by these.
 TARGET_TOKS_RATIO = 1.0

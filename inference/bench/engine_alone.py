@@ -1,14 +1,17 @@
 """The engine-alone contender: the hub's own Engine and in-process client, driven from asyncio, no web tier.
 
-In a fresh process on the hub's kernel path (``python -m inference.bench.engine_alone JOB`` in the
-environment ``engine_process_env`` gives the hub), an ``Engine`` with the hub's settings loads the
-model (pinned, preloaded, as the bench registers it with the hub), then C asyncio clients each send
-``--requests`` chat requests through ``InProcessEngineClient``, exactly the object the hub's /v1 views
-talk to: the prompts loadgen.py sends the hub, the same max_tokens, temperature 0. Figures are
-loadgen's: output tokens are the engine's completion tokens (the hub's usage block), wall time runs
-from the first measured request to the last one's end, TTFT is the time from submitting a request
-to its first event with text (loadgen's first content chunk), percentiles are loadgen's own function.
-What the hub loses against these figures is its web tier: HTTP, daphne, Django, the /v1 view, SSE.
+This module is what runs inside the process (``engine_alone_process`` is the command's handle on it). A
+resident process on the hub's kernel path (``python -m inference.bench.engine_alone SETUP`` in the
+environment ``engine_process_env`` gives the hub), started with the servers and stopped with them, so
+its engine is as warm as the hub's for every run: an ``Engine`` with the hub's settings loads the model
+(pinned, preloaded, as the bench registers it with the hub), then for each run (one JSON line on stdin,
+its figures one JSON line back) C asyncio clients each send ``--requests`` chat requests through
+``InProcessEngineClient``, the very object the hub's /v1 views talk to: the prompts loadgen.py sends the
+hub, the same max_tokens, temperature 0. Figures are loadgen's: output tokens are the engine's
+completion tokens (the hub's usage block), wall time runs from the first measured request to the last
+one's end, TTFT is the time from submitting a request to its first event with text (loadgen's first
+content chunk), percentiles are loadgen's own function. What the hub loses against these figures is
+its web tier: HTTP, daphne, Django, the /v1 view, SSE.
 
 No Django here: the command reads the settings and hands this module plain values.
 """
@@ -20,13 +23,12 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from inference.bench.common import BenchPlan, json_process, loadgen_module
-from inference.bench.constants import PROCESS_START_BUDGET_S, READY_TIMEOUT_S
+from inference.bench.common import loadgen_module
+from inference.bench.constants import READY_TIMEOUT_S
 
 # The engine's names, all in this one block: the benchmark drives exactly what the hub's web tier drives.
 from inference.engine.client import InProcessEngineClient
@@ -38,42 +40,11 @@ WARMUP_INDEX = 10_000_000
 KERNEL_KEYS = ("kernel_path", "blas", "weights_dtype")
 
 
-def engine_alone_run(
-    *,
-    repo: Path,
-    hub_env: Mapping[str, str],
-    loadgen_dir: Path,
-    model_dir: Path,
-    engine_config: Mapping[str, Any],
-    concurrency: int,
-    seed: int,
-    plan: BenchPlan,
-    logit_bias: Mapping[int, float] | None = None,
-) -> dict[str, Any]:
-    """One run in a fresh process on the hub's kernel path; its figures (loadgen's keys, plus CPU and kernel)."""
-    job = {
-        "model_dir": str(model_dir),
-        "loadgen_dir": str(loadgen_dir),
-        "engine_config": dict(engine_config),
-        "concurrency": concurrency,
-        "requests": plan.requests,
-        "prompt_words": plan.prompt_words,
-        "max_tokens": plan.max_tokens,
-        "warmup": plan.warmup,
-        "seed": seed,
-        "timeout": plan.timeout,
-        "logit_bias": {str(token): bias for token, bias in (logit_bias or {}).items()},
-    }
-    command = [sys.executable, "-m", "inference.bench.engine_alone", json.dumps(job)]
-    budget = plan.timeout * (plan.requests + plan.warmup) + PROCESS_START_BUDGET_S
-    return json_process(command, env=hub_env, cwd=repo, budget=budget, what=f"the engine-alone run at c={concurrency}")
-
-
 def engine_alone_measure(
+    client: InProcessEngineClient,
     *,
-    model_dir: str,
-    loadgen_dir: str,
-    engine_config: dict[str, Any],
+    loadgen: ModuleType,
+    spec: ModelSpec,
     concurrency: int,
     requests: int,
     prompt_words: int,
@@ -83,36 +54,26 @@ def engine_alone_measure(
     timeout: float,
     logit_bias: dict[str, float],
 ) -> dict[str, Any]:
-    """In this process: start an engine, load the model, drive the run; the engine is stopped on the way out."""
-    loadgen = loadgen_module(Path(loadgen_dir))
-    spec = model_spec(Path(model_dir))
+    """In the resident process: one run, with the process's CPU seconds over it (warm-up included, as elsewhere)."""
     sampling = SamplingParams(temperature=0.0, logit_bias={int(token): bias for token, bias in logit_bias.items()})
-    engine = Engine(EngineConfig(**engine_config))
-    engine.start()
-    try:
-        client = InProcessEngineClient(engine)
-        stats = client.preload(spec).result(timeout=READY_TIMEOUT_S)
-        cpu_started = time.process_time()  # like the in-process contender's: warm-up included
-        figures = asyncio.run(
-            drive(
-                client,
-                loadgen=loadgen,
-                spec=spec,
-                sampling=sampling,
-                concurrency=concurrency,
-                requests=requests,
-                prompt_words=prompt_words,
-                max_tokens=max_tokens,
-                warmup=warmup,
-                seed=seed,
-                timeout=timeout,
-            )
+    cpu_started = time.process_time()
+    figures = asyncio.run(
+        drive(
+            client,
+            loadgen=loadgen,
+            spec=spec,
+            sampling=sampling,
+            concurrency=concurrency,
+            requests=requests,
+            prompt_words=prompt_words,
+            max_tokens=max_tokens,
+            warmup=warmup,
+            seed=seed,
+            timeout=timeout,
         )
-        figures["server_cpu_s"] = time.process_time() - cpu_started
-        figures["kernel"] = {key: stats.get(key) for key in KERNEL_KEYS}
-        return figures
-    finally:
-        engine.stop()
+    )
+    figures["server_cpu_s"] = time.process_time() - cpu_started
+    return figures
 
 
 def model_spec(model_dir: Path) -> ModelSpec:
@@ -263,9 +224,22 @@ def figures_of(
 
 
 def main(argv: list[str]) -> int:
-    figures = engine_alone_measure(**json.loads(argv[0]))
-    print(json.dumps(figures), flush=True)
-    return 0  # failed requests are figures too: the command reports them as it does loadgen's
+    """The resident process: load the model, say so, then answer one run per stdin line until its end."""
+    setup = json.loads(argv[0])
+    loadgen = loadgen_module(Path(setup["loadgen_dir"]))
+    spec = model_spec(Path(setup["model_dir"]))
+    engine = Engine(EngineConfig(**setup["engine_config"]))
+    engine.start()
+    try:
+        client = InProcessEngineClient(engine)
+        stats = client.preload(spec).result(timeout=READY_TIMEOUT_S)
+        print(json.dumps({"kernel": {key: stats.get(key) for key in KERNEL_KEYS}}), flush=True)
+        for line in sys.stdin:
+            # Failed requests are figures too: the command reports them as it does loadgen's.
+            print(json.dumps(engine_alone_measure(client, loadgen=loadgen, spec=spec, **json.loads(line))), flush=True)
+    finally:
+        engine.stop()
+    return 0
 
 
 if __name__ == "__main__":

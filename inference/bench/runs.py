@@ -12,7 +12,7 @@ from typing import Any
 
 from inference.bench.common import BenchError, BenchPlan, Say, fmt
 from inference.bench.constants import ENGINE_ALONE, IN_PROCESS
-from inference.bench.engine_alone import engine_alone_run
+from inference.bench.engine_alone_process import EngineAlone
 from inference.bench.in_process import in_process_run
 from inference.bench.servers import Server, process_cpu_seconds
 
@@ -33,7 +33,7 @@ class Setup:
     loadgen: Path  # the shared loadgen.py
     model_dir: Path
     hub_env: Mapping[str, str]
-    engine_config: Mapping[str, Any] | None  # the hub's EngineConfig values; None: no engine-alone runs
+    engine_alone: EngineAlone | None  # the resident engine-alone process; None: no engine-alone runs
 
 
 def contenders(servers: Mapping[str, Server], concurrency: int, *, engine_alone: bool) -> list[str]:
@@ -47,7 +47,7 @@ def contenders(servers: Mapping[str, Server], concurrency: int, *, engine_alone:
 def load_runs(*, servers: Mapping[str, Server], setup: Setup, plan: BenchPlan, say: Say, warn: Say) -> list[RunResult]:
     results: list[RunResult] = []
     for level_index, concurrency in enumerate(plan.levels):
-        order = contenders(servers, concurrency, engine_alone=setup.engine_config is not None)
+        order = contenders(servers, concurrency, engine_alone=setup.engine_alone is not None)
         for round_index in range(plan.rounds):
             # The same prompts for every contender in a round, new ones for every round.
             seed = 1000 + 100 * level_index + round_index
@@ -62,17 +62,8 @@ def load_runs(*, servers: Mapping[str, Server], setup: Setup, plan: BenchPlan, s
                         plan=plan,
                     )
                 elif name == ENGINE_ALONE:
-                    assert setup.engine_config is not None
-                    figures = engine_alone_run(
-                        repo=setup.repo,
-                        hub_env=setup.hub_env,
-                        loadgen_dir=setup.loadgen.parent,
-                        model_dir=setup.model_dir,
-                        engine_config=setup.engine_config,
-                        concurrency=concurrency,
-                        seed=seed,
-                        plan=plan,
-                    )
+                    assert setup.engine_alone is not None
+                    figures = setup.engine_alone.run(concurrency=concurrency, seed=seed, plan=plan)
                 else:
                     figures = loadgen_run(
                         servers[name], loadgen=setup.loadgen, concurrency=concurrency, seed=seed, plan=plan

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from inference.bench.common import BenchPlan
+from inference.bench.common import BenchError, BenchPlan
 from inference.bench.constants import ENGINE_ALONE, HUB, IN_PROCESS, MLX
-from inference.bench.engine_alone import engine_alone_run
+from inference.bench.engine_alone_process import engine_alone_running
 from inference.bench.report import report_build
 from inference.bench.runs import RunResult, contenders
 from inference.engine.engine import EngineConfig
@@ -60,34 +60,62 @@ def loadgen_dir() -> Path:
     return LOADGEN_DIR
 
 
-def test_the_engine_alone_run_streams_every_token_of_every_client(tiny_model_dir: Path, loadgen_dir: Path):
+def test_the_resident_engine_alone_streams_every_token_of_every_client_run_after_run(
+    tiny_model_dir: Path, loadgen_dir: Path, tmp_path: Path
+):
     tokenizer = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
     # Random weights pick end-of-text now and then: banned, every request runs to max_tokens.
     end_of_text = {tokenizer.token_to_id(token): -100.0 for token in ("</s>", "<|im_end|>")}
-    plan = plan_of(levels=[2], concurrency="2", requests=2, max_tokens=8)
+    plan = plan_of(levels=[2, 1], concurrency="2,1", requests=2, max_tokens=8)
 
-    figures = engine_alone_run(
+    with engine_alone_running(
         repo=REPO,
         hub_env=engine_process_env(os.environ),
         loadgen_dir=loadgen_dir,
         model_dir=tiny_model_dir,
-        engine_config=asdict(EngineConfig(prefix_cache_bytes=0)),
-        concurrency=2,
-        seed=1000,
-        plan=plan,
-        logit_bias=end_of_text,
-    )
+        engine_config=asdict(EngineConfig()),
+        log_path=tmp_path / "logs" / "engine_alone.log",
+    ) as alone:
+        first = alone.run(concurrency=2, seed=1000, plan=plan, logit_bias=end_of_text)
+        second = alone.run(concurrency=1, seed=1001, plan=plan, logit_bias=end_of_text)
+        process = alone.process
 
-    assert figures["requests_ok"] == 4, figures
-    assert figures["requests_failed"] == 0
-    assert figures["output_tokens"] == 2 * 2 * 8
-    assert figures["output_tokens_per_s"] > 0
-    assert figures["output_tokens_per_s"] == pytest.approx(figures["output_tokens"] / figures["wall_s"], rel=0.01)
-    assert 0 < figures["ttft_p50_s"] <= figures["ttft_p95_s"] < figures["wall_s"]
-    assert figures["server_cpu_s"] > 0
-    assert figures["kernel"]["kernel_path"] in ("optimized", "stock")
+    assert first["requests_ok"] == 4, first
+    assert first["requests_failed"] == 0
+    assert first["output_tokens"] == 2 * 2 * 8
+    assert first["output_tokens_per_s"] > 0
+    # Tokens over wall time, as loadgen reports them (wall_s is rounded to the millisecond).
+    wall = first["wall_s"]
+    assert (
+        first["output_tokens"] / (wall + 0.0005)
+        <= first["output_tokens_per_s"]
+        <= first["output_tokens"] / (wall - 0.0005)
+    )
+    assert 0 < first["ttft_p50_s"] <= first["ttft_p95_s"] < first["wall_s"]
+    assert first["server_cpu_s"] > 0
+    assert first["kernel"]["kernel_path"] in ("optimized", "stock")
     # loadgen's own prompts: "Request N. " and 12 words, rendered by the chat template.
-    assert figures["prompt_tokens_mean"] > 12
+    assert first["prompt_tokens_mean"] > 12
+    # The same process answered the next run, then stopped its engine and exited cleanly at the end.
+    assert (second["concurrency"], second["requests_ok"], second["output_tokens"]) == (1, 2, 2 * 8)
+    assert process.returncode == 0
+
+
+def test_a_failed_engine_alone_start_is_a_bench_error_with_the_process_log(loadgen_dir: Path, tmp_path: Path):
+    with (
+        pytest.raises(BenchError, match="engine-alone process exited") as failure,
+        engine_alone_running(
+            repo=REPO,
+            hub_env=engine_process_env(os.environ),
+            loadgen_dir=loadgen_dir,
+            model_dir=tmp_path / "no-model",
+            engine_config=asdict(EngineConfig()),
+            log_path=tmp_path / "engine_alone.log",
+        ),
+    ):
+        pass
+
+    assert "config.json" in str(failure.value)
 
 
 def test_the_engine_alone_process_never_sets_django_up(loadgen_dir: Path):
@@ -107,6 +135,20 @@ def test_the_engine_alone_process_never_sets_django_up(loadgen_dir: Path):
     assert state["configured"] is False
     # mlxhub/__init__.py makes the Celery app, which imports django.conf; nothing of the ORM or the app registry.
     assert not [name for name in state["loaded"] if name.startswith(("django.apps", "django.db", "django.core.mana"))]
+
+
+def test_the_commands_side_of_the_bench_loads_no_mlx():
+    probe = (
+        "import sys\n"
+        "import inference.management.commands.bench, inference.bench.report\n"
+        "print(sorted(name for name in sys.modules if name == 'mlx' or name.startswith(('mlx.', 'mlx_lm'))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True, timeout=120
+    )
+
+    # MLX belongs to the contenders' own processes, never to the one that starts and measures them.
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_the_engine_alone_runs_at_every_concurrency_and_stream_generate_only_at_one():

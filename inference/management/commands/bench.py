@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inference.bench.common import BenchError, BenchPlan
+from inference.bench.engine_alone_process import EngineAlone, engine_alone_running
 from inference.bench.prefix import prefix_check
 from inference.bench.report import conditions_now, report_build
 from inference.bench.runs import Setup, load_runs
@@ -120,21 +122,30 @@ class Command(BaseCommand):
         started = time.perf_counter()
         repo = Path(settings.BASE_DIR)
         hub_env = hub_kernel_env(options["kernels"])
-        setup = Setup(
-            repo=repo,
-            loadgen=loadgen,
-            model_dir=model_dir,
-            hub_env=hub_env,
-            engine_config=None if options["skip_engine_alone"] else hub_engine_config(),
-        )
-        with servers_running(
-            repo=repo,
-            model_dir=model_dir,
-            out_dir=out_dir,
-            hub_env=hub_env,
-            with_mlx=not options["skip_mlx_lm"],
-            say=self.stdout.write,
-        ) as servers:
+        engine_alone: AbstractContextManager[EngineAlone | None] = nullcontext()
+        if not options["skip_engine_alone"]:
+            engine_alone = engine_alone_running(
+                repo=repo,
+                hub_env=hub_env,
+                loadgen_dir=loadgen.parent,
+                model_dir=model_dir,
+                engine_config=hub_engine_config(),
+                log_path=out_dir / "logs" / "engine_alone.log",
+            )
+        with (
+            servers_running(
+                repo=repo,
+                model_dir=model_dir,
+                out_dir=out_dir,
+                hub_env=hub_env,
+                with_mlx=not options["skip_mlx_lm"],
+                say=self.stdout.write,
+            ) as servers,
+            engine_alone as alone,
+        ):
+            if alone is not None:
+                self.stdout.write(f"bench: engine-alone in process {alone.process.pid}, model loaded")
+            setup = Setup(repo=repo, loadgen=loadgen, model_dir=model_dir, hub_env=hub_env, engine_alone=alone)
             results = load_runs(servers=servers, setup=setup, plan=plan, say=self.stdout.write, warn=self.stderr.write)
             kernels = server_kernels(servers, model_dir)
             prefix = {}
