@@ -31,9 +31,11 @@ from inference.bench.common import loadgen_module
 from inference.bench.constants import READY_TIMEOUT_S
 
 # The engine's names, all in this one block: the benchmark drives exactly what the hub's web tier drives.
-from inference.engine.client import InProcessEngineClient
-from inference.engine.engine import Engine, EngineConfig
+from inference.engine.config import EngineConfig
+from inference.engine.engine import Engine
+from inference.engine.local import InProcessEngineClient
 from inference.engine.types import EngineError, GenerationRequest, ModelSpec, SamplingParams
+from mlxhub.kernels import engine_kernels
 
 # loadgen.py's warm-up requests take prompt indices from here on, so they never repeat a measured prompt.
 WARMUP_INDEX = 10_000_000
@@ -228,11 +230,13 @@ def main(argv: list[str]) -> int:
     setup = json.loads(argv[0])
     loadgen = loadgen_module(Path(setup["loadgen_dir"]))
     spec = model_spec(Path(setup["model_dir"]))
-    engine = Engine(EngineConfig(**setup["engine_config"]))
+    # This process's own kernel path (its environment carries the hub's BLAS preload), as the hub's engine gets it.
+    config = {**setup["engine_config"], "kernels": engine_kernels()}
+    engine = Engine(EngineConfig(**config))
     engine.start()
     try:
-        client = InProcessEngineClient(engine)
-        stats = client.preload(spec).result(timeout=READY_TIMEOUT_S)
+        client = InProcessEngineClient(engine=engine)
+        stats = engine.preload(spec).result(timeout=READY_TIMEOUT_S)
         print(json.dumps({"kernel": {key: stats.get(key) for key in KERNEL_KEYS}}), flush=True)
         for line in sys.stdin:
             # Failed requests are figures too: the command reports them as it does loadgen's.

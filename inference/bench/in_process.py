@@ -21,10 +21,11 @@ sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import mlx_lm
 from mlx_lm.generate import stream_generate
 from inference.engine.kernels import prepare_model
+from mlxhub.kernels import engine_kernels
 from loadgen import make_prompt
 model_dir, (words, max_tokens, warmup, seed, requests) = sys.argv[3], map(int, sys.argv[4:9])
 model, tokenizer = mlx_lm.load(model_dir)[:2]
-kernel = prepare_model(model, path=model_dir)
+kernel = prepare_model(model, path=model_dir, plan=engine_kernels())
 def one(index):
     messages = [{"role": "user", "content": make_prompt(words, seed, index)}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True)

@@ -21,11 +21,11 @@ from audit.models import AdminAction
 from catalog.models import LocalModel, Profile
 from catalog.services import local_model_register, profile_upsert
 from inference import runtime
-from inference.engine.local import InProcessEngineClient
 from inference.engine.engine import Engine
-from inference.runtime import engine_config
+from inference.engine.local import InProcessEngineClient
 from inference.engine.types import GenerationRequest, SamplingParams
 from inference.engine_requests import model_spec_for
+from inference.runtime import engine_config
 from routing.models import RoutingFallback, RoutingRule
 from tests.mlxhub.factories import PASSWORD
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from inference.engine.client import RequestStream
-from inference.engine.local import InProcessEngineClient
 from inference.engine.engine import Engine
+from inference.engine.local import InProcessEngineClient
 from inference.engine.types import EngineRequest as Request
 from inference.engine.types import GenerationRequest, ModelSpec, SamplingParams
 

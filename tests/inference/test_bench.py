@@ -17,7 +17,7 @@ from inference.bench.constants import ENGINE_ALONE, HUB, IN_PROCESS, MLX
 from inference.bench.engine_alone_process import engine_alone_running
 from inference.bench.report import report_build
 from inference.bench.runs import RunResult, contenders
-from inference.engine.engine import EngineConfig
+from inference.engine.config import EngineConfig
 from mlxhub.kernels import engine_process_env
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from inference.engine.local import InProcessEngineClient
 from inference.engine.engine import Engine
+from inference.engine.local import InProcessEngineClient
 from inference.engine.types import EmbeddingRequest, ModelSpec
 from tests.inference.engine_kit import collect, run
 from tests.model_builders import minilm_path

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from inference.engine.local import InProcessEngineClient
 from inference.engine.engine import Engine, active_memory, free_unused_memory
-from inference.runtime import engine_config
+from inference.engine.local import InProcessEngineClient
 from inference.engine.types import ModelSpec, SamplingParams
+from inference.runtime import engine_config
 from tests.inference.engine_kit import collect, generation, run, settled
 
 

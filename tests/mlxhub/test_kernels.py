@@ -168,5 +168,7 @@ def test_a_live_server_reports_its_kernel_path_and_counts_its_weights_after_conv
         assert model["weights_bytes"] == 2 * count
     # What the engine can expect before a load, from the file's size (its header aside).
     on_disk = (Path(model["path"]) / "model.safetensors").stat().st_size
-    estimate = expected_weights_bytes(model["path"], on_disk, KernelConfig(path=expected, dequantize_limit_bytes=1 << 40))
+    estimate = expected_weights_bytes(
+        model["path"], on_disk, KernelConfig(path=expected, dequantize_limit_bytes=1 << 40)
+    )
     assert model["weights_bytes"] <= estimate < 1.05 * model["weights_bytes"]

@@ -6,6 +6,7 @@ command parses the arguments, reads the hub's engine settings and calls them in 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,20 +23,16 @@ from inference.bench.prefix import prefix_check
 from inference.bench.report import conditions_now, report_build
 from inference.bench.runs import Setup, load_runs
 from inference.bench.servers import hub_kernel_env, model_ensure, server_kernels, servers_running
+from inference.runtime import engine_config
 from mlxhub.kernels import CPU_KERNEL_MODES
 
 
 def hub_engine_config() -> dict[str, Any]:
-    """The EngineConfig values the hub's own engine gets from these settings (inference.runtime.engine_client)."""
-    return {
-        "max_batch": settings.MLXHUB_MAX_BATCH,
-        "max_queue": settings.MLXHUB_MAX_QUEUE,
-        "prefill_step": settings.MLXHUB_PREFILL_STEP,
-        "prefix_cache_bytes": settings.MLXHUB_PREFIX_CACHE_BYTES,
-        "memory_budget": settings.MLXHUB_MEMORY_BUDGET_BYTES,
-        "idle_ttl": settings.MLXHUB_IDLE_TTL_SECONDS,
-        "load_wait": settings.MLXHUB_LOAD_WAIT_SECONDS,
-    }
+    """The EngineConfig values the hub's own engine gets from these settings, but its kernel path: the
+    engine-alone process finds its own, from the environment it is started with (as the hub does)."""
+    values = dataclasses.asdict(engine_config())
+    values.pop("kernels")
+    return values
 
 
 class Command(BaseCommand):
