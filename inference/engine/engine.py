@@ -228,7 +228,8 @@ class Engine:
             except queue.Empty:
                 return
             if kind == "submit":
-                self._refuse(*payload, error)
+                request, sink = payload
+                self._refuse(request, sink, error)
             elif kind in ("load", "unload"):
                 payload[-1].set_exception(error)
 
