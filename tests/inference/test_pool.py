@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from inference.engine.engine import Engine
-from inference.engine.pool import active_memory, free_unused_memory
 from inference.engine.local import InProcessEngineClient
+from inference.engine.pool import active_memory, free_unused_memory
 from inference.engine.types import ModelSpec, SamplingParams
 from inference.runtime import engine_config
 from tests.inference.engine_kit import collect, generation, run, settled
