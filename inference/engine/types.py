@@ -44,6 +44,23 @@ class SamplingParams:
     seed: int | None = None
 
 
+@dataclass(frozen=True)
+class GrammarSpec:
+    """What the output must be, enforced while decoding (llguidance): plain data, so it crosses the seam.
+
+    ``json_schema``: JSON valid for ``schema``. ``json_object``: any JSON object. ``tool_calls``: one call
+    (``parallel`` False) or one or more calls of ``tools`` (OpenAI function tools:
+    ``{"type": "function", "function": {"name", "description", "parameters"}}``), or of the tool named
+    ``choice`` only, in the model's own tool-call format.
+    """
+
+    kind: Literal["json_schema", "json_object", "tool_calls"]
+    schema: dict[str, Any] | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    choice: str | None = None
+    parallel: bool = True
+
+
 @dataclass
 class GenerationRequest:
     model: ModelSpec
@@ -58,6 +75,13 @@ class GenerationRequest:
     # Encoded image files (PNG, JPEG, WEBP, GIF) for a vision model, in the order their parts appear in
     # ``messages``; the engine decodes them.
     images: list[bytes] = field(default_factory=list)
+    # Tools the model may call (OpenAI function tools), rendered by its chat template (or, for a template
+    # without tool support, in a system message); their calls in the output are parsed into tool events.
+    # None: no tools offered (tool_choice "none" sends none), and nothing is parsed as a call.
+    tools: list[dict[str, Any]] | None = None
+    # Enforced while decoding: a JSON schema, any JSON object, or forced tool calls (tool_choice
+    # required / a named function / Anthropic any / tool). None: free text.
+    grammar: GrammarSpec | None = None
     request_id: str = field(default_factory=new_engine_id)
     trace_id: str = ""  # the client-facing request id, for the engine's log lines only
 
@@ -85,7 +109,10 @@ def request_from_wire(data: dict[str, Any]) -> EngineRequest:
     sampling = dict(fields.pop("sampling", {}) or {})
     # Keys of a JSON object are strings; token ids are ints.
     sampling["logit_bias"] = {int(token): bias for token, bias in (sampling.get("logit_bias") or {}).items()}
-    return GenerationRequest(**fields, sampling=SamplingParams(**sampling))
+    grammar = fields.pop("grammar", None)
+    if grammar is not None:
+        grammar = GrammarSpec(**{**grammar, "tools": tuple(grammar.get("tools") or ())})
+    return GenerationRequest(**fields, sampling=SamplingParams(**sampling), grammar=grammar)
 
 
 class AcceptedEvent(TypedDict):
@@ -100,10 +127,27 @@ class DeltaEvent(TypedDict):
     tokens: int  # tokens generated so far
 
 
+class ToolCallEvent(TypedDict):
+    """A tool call begins: its index in this answer, its id and the tool's name (arguments follow)."""
+
+    type: Literal["tool_call"]
+    index: int
+    id: str  # "call_…"; Anthropic's renderer shows it as is
+    name: str
+
+
+class ToolArgumentsEvent(TypedDict):
+    """A piece of a call's arguments, as the model wrote them (the pieces concatenate to a JSON object)."""
+
+    type: Literal["tool_arguments"]
+    index: int
+    arguments: str
+
+
 class FinishEvent(TypedDict):
     type: Literal["finish"]
     text: str  # any text held back until the end
-    finish_reason: Literal["stop", "length", "cancelled"]
+    finish_reason: Literal["stop", "length", "cancelled", "tool_calls"]
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
@@ -138,7 +182,9 @@ def finish_event(reason: str, *, text: str = "", prompt: int, completion: int, c
     }
 
 
-EngineEvent = AcceptedEvent | DeltaEvent | FinishEvent | EmbeddingsEvent | ErrorEvent
+EngineEvent = (
+    AcceptedEvent | DeltaEvent | ToolCallEvent | ToolArgumentsEvent | FinishEvent | EmbeddingsEvent | ErrorEvent
+)
 EventSink = Callable[[EngineEvent], None]
 TERMINAL_EVENTS = frozenset({"finish", "error", "embeddings"})
 

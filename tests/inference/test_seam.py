@@ -17,6 +17,7 @@ from inference.engine.stats import EngineStats, ModelStats
 from inference.engine.types import (
     EmbeddingRequest,
     GenerationRequest,
+    GrammarSpec,
     SamplingParams,
     new_engine_id,
     request_from_wire,
@@ -136,6 +137,13 @@ def test_requests_cross_the_seam_as_bytes_and_come_back_equal():
         sampling=SamplingParams(temperature=0.5, logit_bias={7: -100.0}, seed=2**63),
         images=[b"\x89PNG fake bytes"],
         trace_id="client-id",
+        tools=[{"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}],
+        grammar=GrammarSpec(
+            kind="tool_calls",
+            tools=({"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}},),
+            choice="add",
+            parallel=False,
+        ),
     )
     embedding = EmbeddingRequest(model={"key": "/e", "path": "/e", "context_length": None}, inputs=["a", [1, 2]])
 
