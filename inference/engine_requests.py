@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
 
 from catalog.models import ModelKind, Profile
+from inference.conversations import chat_conversation
 from inference.engine.types import EmbeddingRequest, EngineRequest, GenerationRequest, ModelSpec, SamplingParams
 from inference.errors import OpenAIError
-from inference.schemas import ChatCompletionRequest, CompletionRequest, ImagePart, SamplingFields, TextPart
+from inference.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
+from inference.tooling import chat_tool_plan
 
 DEFAULT_TEMPERATURE = 1.0
 # Tokens a chat template adds around each message (role markers, separators), at most.
 TEMPLATE_TOKENS_PER_MESSAGE = 16
+# Tokens a template's tool instructions add around the tools' definitions, at most.
+TOOLS_TEMPLATE_TOKENS = 512
 # Tokens one image may become in a vision prompt, at most (for the usage reservation before tokenizing).
 IMAGE_TOKENS_BOUND = 4096
 # Which endpoints each kind of model serves.
@@ -51,34 +56,17 @@ def model_spec_for(profile: Profile) -> ModelSpec:
     }
 
 
-def refuse_unsupported(payload: SamplingFields, *, images: bool = False) -> None:
+def refuse_unsupported(payload: SamplingFields) -> None:
     """Fields the engine does not honour yet: a 400 naming them, never a silent ignore."""
+    payload.refuse_fields()
     if payload.n is not None and payload.n > 1:
         raise OpenAIError("n > 1 is not supported yet; send one request per choice.", param="n")
     if payload.logprobs not in (None, False, 0):
         raise OpenAIError("logprobs are not supported yet.", param="logprobs")
     if payload.top_logprobs:
         raise OpenAIError("top_logprobs is not supported yet.", param="top_logprobs")
-    if isinstance(payload, ChatCompletionRequest):
-        if payload.tools:
-            raise OpenAIError("Tool calling is not supported yet.", param="tools")
-        if payload.tool_choice not in (None, "none"):
-            raise OpenAIError("Tool calling is not supported yet.", param="tool_choice")
-        if payload.response_format is not None and payload.response_format.type != "text":
-            raise OpenAIError(
-                f"response_format {payload.response_format.type!r} is not supported yet; only 'text' is.",
-                param="response_format",
-            )
-        for index, message in enumerate(payload.messages):
-            if message.role == "tool" or message.tool_calls:
-                raise OpenAIError("Tool calling is not supported by local models yet.", param=f"messages[{index}]")
-            if isinstance(message.content, list):
-                for part_index, part in enumerate(message.content):
-                    if isinstance(part, ImagePart) and not images:
-                        raise OpenAIError(
-                            "Image inputs are not supported by this model.",
-                            param=f"messages[{index}].content[{part_index}]",
-                        )
+    if isinstance(payload, ChatCompletionRequest) and "audio" in (payload.modalities or []):
+        raise OpenAIError("Audio outputs are not supported: MLX Hub serves text and image models.", param="modalities")
     if isinstance(payload, CompletionRequest):
         if payload.echo:
             raise OpenAIError("echo is not supported yet.", param="echo")
@@ -114,33 +102,6 @@ def sampling_params(payload: Any, profile: Profile) -> SamplingParams:
         # mx.random.key takes an unsigned 64-bit seed; a negative seed maps to its two's complement.
         seed=seed % (1 << 64) if seed is not None else None,
     )
-
-
-def engine_messages(payload: ChatCompletionRequest, *, vision: bool) -> list[dict[str, Any]]:
-    """Messages as the engine renders them: text, or for a vision model text and image placeholders in order."""
-    messages: list[dict[str, Any]] = []
-    for message in payload.messages:
-        role = "system" if message.role == "developer" else message.role
-        if vision and isinstance(message.content, list) and any(isinstance(p, ImagePart) for p in message.content):
-            parts = [
-                {"type": "text", "text": part.text} if isinstance(part, TextPart) else {"type": "image"}
-                for part in message.content
-            ]
-            messages.append({"role": role, "content": parts})
-        else:
-            messages.append({"role": role, "content": message.text()})
-    return messages
-
-
-def image_urls(payload: ChatCompletionRequest) -> list[tuple[str, str]]:
-    """(url, param) of every image part, in order."""
-    found = []
-    for index, message in enumerate(payload.messages):
-        if isinstance(message.content, list):
-            for part_index, part in enumerate(message.content):
-                if isinstance(part, ImagePart):
-                    found.append((part.image_url.url, f"messages[{index}].content[{part_index}].image_url.url"))
-    return found
 
 
 def check_image_count(urls: list[tuple[str, str]]) -> None:
@@ -184,28 +145,31 @@ async def fetch_images(urls: list[tuple[str, str]]) -> list[bytes]:
     return images
 
 
-def chat_request(*, payload: ChatCompletionRequest, profile: Profile, trace_id: str) -> GenerationRequest:
-    """The engine request for a chat completion; its images are fetched later (after the reservation)."""
-    vision = profile.local_model.kind == ModelKind.VISION
-    refuse_unsupported(payload, images=vision)
+def chat_request(
+    *, payload: ChatCompletionRequest, profile: Profile, trace_id: str
+) -> tuple[GenerationRequest, list[tuple[str, str]]]:
+    """The engine request for a chat completion, and its images (url, param) to fetch after the reservation."""
+    refuse_unsupported(payload)
     both_given = payload.max_completion_tokens is not None and payload.max_tokens is not None
     if both_given and payload.max_completion_tokens != payload.max_tokens:
         raise OpenAIError(
             "max_tokens and max_completion_tokens disagree; send only max_completion_tokens.",
             param="max_completion_tokens",
         )
-    messages = engine_messages(payload, vision=vision)
-    if profile.system_prompt and not any(message["role"] == "system" for message in messages):
-        messages.insert(0, {"role": "system", "content": profile.system_prompt})
+    conversation = chat_conversation(payload, vision=profile.local_model.kind == ModelKind.VISION)
+    plan = chat_tool_plan(payload)
     max_tokens = payload.max_completion_tokens or payload.max_tokens or profile.default_max_tokens
-    return GenerationRequest(
+    request = GenerationRequest(
         trace_id=trace_id,
         model=model_spec_for(profile),
-        messages=messages,
+        messages=conversation.with_system_prompt(profile.system_prompt),
         max_tokens=max_tokens,
         stop=payload.stop_list(),
         sampling=sampling_params(payload, profile),
+        tools=plan.tools,
+        grammar=plan.grammar,
     )
+    return request, conversation.images
 
 
 def completion_request(*, payload: CompletionRequest, profile: Profile, trace_id: str) -> GenerationRequest:
@@ -248,10 +212,13 @@ def embedding_cost(inputs: list[str | list[int]]) -> int:
 
 
 def _message_bytes(message: dict[str, Any]) -> int:
-    content = message["content"]
+    content = message.get("content") or ""
     if isinstance(content, str):
-        return len(content.encode())
-    return sum(len(str(part.get("text", "")).encode()) for part in content)
+        size = len(content.encode())
+    else:
+        size = sum(len(str(part.get("text", "")).encode()) for part in content)
+    # Tool calls are rendered too (their names and arguments, in the template's markup).
+    return size + sum(len(json.dumps(call).encode()) for call in message.get("tool_calls") or [])
 
 
 def local_cost(request: EngineRequest, *, context_length: int | None, images: int = 0) -> int:
@@ -267,6 +234,8 @@ def local_cost(request: EngineRequest, *, context_length: int | None, images: in
     elif request.messages is not None:
         prompt = sum(_message_bytes(m) + TEMPLATE_TOKENS_PER_MESSAGE for m in request.messages)
         prompt += IMAGE_TOKENS_BOUND * images
+        # The tools' definitions are rendered into the prompt (by the template, or as a system message).
+        prompt += len(json.dumps(request.tools or []).encode()) + TOOLS_TEMPLATE_TOKENS * bool(request.tools)
     else:
         prompt = len((request.prompt or "").encode()) + 1
     if context_length:

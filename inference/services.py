@@ -91,7 +91,7 @@ class RequestLedger:
         elif event["type"] == "delta":
             self.seen["completion_tokens"] = event["tokens"]
             self.audit.mark_first_token()
-        elif event["type"] == "finish" and event["text"]:
+        elif event["type"] == "tool_call" or (event["type"] == "finish" and event["text"]):
             self.audit.mark_first_token()
 
     def record(self, outcome: Outcome, finish: FinishEvent | None = None) -> None:

@@ -330,6 +330,10 @@ class LocalStream(LedgeredBody):
                 ledger.observe(event)
                 if event["type"] == "delta":
                     yield renderer.stream_delta(event["text"])
+                elif event["type"] == "tool_call":
+                    yield renderer.stream_tool_call(event)
+                elif event["type"] == "tool_arguments":
+                    yield renderer.stream_tool_arguments(event)
                 elif event["type"] == "finish":
                     ledger.record(Outcome(200), event)
                     yield renderer.stream_finish(event)

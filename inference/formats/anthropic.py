@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from inference.engine.types import AcceptedEvent, EngineEvent, FinishEvent
+from inference.engine.types import AcceptedEvent, EngineEvent, FinishEvent, ToolArgumentsEvent, ToolCallEvent
 from inference.errors import OpenAIError
-from inference.formats.base import Renderer, text_and_finish
+from inference.formats.base import Renderer, text_and_finish, tool_calls
 from routing.translation.errors import anthropic_error_body
 from routing.translation.responses import new_message_id
 
-STOP_REASONS = {"length": "max_tokens", "stop": "end_turn", "cancelled": "end_turn"}
+STOP_REASONS = {"length": "max_tokens", "stop": "end_turn", "cancelled": "end_turn", "tool_calls": "tool_use"}
 
 
 def sse_event(event: str, data: dict[str, Any]) -> bytes:
@@ -23,12 +23,25 @@ def anthropic_usage(*, prompt: int, completion: int, cached: int) -> dict[str, i
     return {"input_tokens": prompt - cached, "output_tokens": completion, "cache_read_input_tokens": cached}
 
 
+def tool_use_id(call_id: str) -> str:
+    """Anthropic's clients know tool uses by a ``toolu_`` id; the engine's calls are ``call_…``."""
+    return "toolu_" + call_id.removeprefix("call_")
+
+
+def tool_input(arguments: str) -> Any:
+    try:
+        return json.loads(arguments or "{}")
+    except ValueError:  # a call cut short by max_tokens: what there is, as the model wrote it
+        return {"_raw": arguments}
+
+
 class MessagesRenderer(Renderer):
     def __init__(self, *, model: str) -> None:
         self.model = model
         self.id = new_message_id()
-        self.block_open = False
-        self.prompt_tokens = self.cached_tokens = 0
+        self.block = -1  # the index of the open content block, -1 before the first
+        self.block_kind: str | None = None
+        self.tool_blocks: dict[int, int] = {}  # the engine's call index -> its block index
 
     def message(self, content: list[dict[str, Any]], stop_reason: str | None, usage: dict[str, int]) -> dict[str, Any]:
         return {
@@ -43,23 +56,41 @@ class MessagesRenderer(Renderer):
         }
 
     def stream_start(self, accepted: AcceptedEvent) -> bytes:
-        self.prompt_tokens, self.cached_tokens = accepted["prompt_tokens"], accepted["cached_tokens"]
-        usage = anthropic_usage(prompt=self.prompt_tokens, completion=0, cached=self.cached_tokens)
+        usage = anthropic_usage(prompt=accepted["prompt_tokens"], completion=0, cached=accepted["cached_tokens"])
         return sse_event("message_start", {"type": "message_start", "message": self.message([], None, usage)})
 
+    def _close_block(self) -> bytes:
+        if self.block_kind is None:
+            return b""
+        self.block_kind = None
+        return sse_event("content_block_stop", {"type": "content_block_stop", "index": self.block})
+
+    def _open_block(self, block: dict[str, Any]) -> bytes:
+        frames = self._close_block()
+        self.block += 1
+        self.block_kind = block["type"]
+        start = {"type": "content_block_start", "index": self.block, "content_block": block}
+        return frames + sse_event("content_block_start", start)
+
     def stream_delta(self, text: str) -> bytes:
-        frames = b""
-        if not self.block_open:
-            self.block_open = True
-            block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-            frames += sse_event("content_block_start", block)
-        delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+        frames = b"" if self.block_kind == "text" else self._open_block({"type": "text", "text": ""})
+        delta = {"type": "content_block_delta", "index": self.block, "delta": {"type": "text_delta", "text": text}}
         return frames + sse_event("content_block_delta", delta)
+
+    def stream_tool_call(self, event: ToolCallEvent) -> bytes:
+        block = {"type": "tool_use", "id": tool_use_id(event["id"]), "name": event["name"], "input": {}}
+        frames = self._open_block(block)
+        self.tool_blocks[event["index"]] = self.block
+        return frames
+
+    def stream_tool_arguments(self, event: ToolArgumentsEvent) -> bytes:
+        delta = {"type": "input_json_delta", "partial_json": event["arguments"]}
+        index = self.tool_blocks[event["index"]]
+        return sse_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
 
     def stream_finish(self, finish: FinishEvent) -> bytes:
         frames = self.stream_delta(finish["text"]) if finish["text"] else b""
-        if self.block_open:
-            frames += sse_event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        frames += self._close_block()
         usage = anthropic_usage(
             prompt=finish["prompt_tokens"], completion=finish["completion_tokens"], cached=finish["cached_tokens"]
         )
@@ -74,8 +105,26 @@ class MessagesRenderer(Renderer):
         return sse_event("ping", {"type": "ping"})
 
     def body(self, events: list[EngineEvent]) -> dict[str, Any]:
-        text, finish = text_and_finish(events)
-        content = [{"type": "text", "text": text}] if text else []
+        _, finish = text_and_finish(events)
+        # The blocks in the order the stream opens them: text runs, then each call where it began.
+        content: list[dict[str, Any]] = []
+        calls = {call.id: call for call in tool_calls(events)}
+        for event in events:
+            if event["type"] in ("delta", "finish") and event["text"]:
+                if content and content[-1]["type"] == "text":
+                    content[-1]["text"] += event["text"]
+                else:
+                    content.append({"type": "text", "text": event["text"]})
+            elif event["type"] == "tool_call":
+                call = calls[event["id"]]
+                content.append(
+                    {
+                        "type": "tool_use",
+                        "id": tool_use_id(call.id),
+                        "name": call.name,
+                        "input": tool_input(call.arguments),
+                    }
+                )
         usage = anthropic_usage(
             prompt=finish["prompt_tokens"], completion=finish["completion_tokens"], cached=finish["cached_tokens"]
         )

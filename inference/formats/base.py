@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
-from inference.engine.types import AcceptedEvent, EngineEvent, FinishEvent
+from inference.engine.types import AcceptedEvent, EngineEvent, FinishEvent, ToolArgumentsEvent, ToolCallEvent
 from inference.errors import OpenAIError
 
 
@@ -24,6 +25,12 @@ class Renderer(ABC):
 
     @abstractmethod
     def stream_delta(self, text: str) -> bytes: ...
+
+    def stream_tool_call(self, event: ToolCallEvent) -> bytes:
+        raise AssertionError(f"{type(self).__name__} serves no tools")
+
+    def stream_tool_arguments(self, event: ToolArgumentsEvent) -> bytes:
+        raise AssertionError(f"{type(self).__name__} serves no tools")
 
     @abstractmethod
     def stream_finish(self, finish: FinishEvent) -> bytes:
@@ -49,3 +56,21 @@ def text_and_finish(events: list[EngineEvent]) -> tuple[str, FinishEvent]:
     finish = events[-1]
     assert finish["type"] == "finish"
     return "".join(pieces), finish
+
+
+@dataclass
+class Call:
+    id: str
+    name: str
+    arguments: str = ""
+
+
+def tool_calls(events: list[EngineEvent]) -> list[Call]:
+    """The calls an answer made, in order, each with its arguments joined from their pieces."""
+    calls: dict[int, Call] = {}
+    for event in events:
+        if event["type"] == "tool_call":
+            calls[event["index"]] = Call(event["id"], event["name"])
+        elif event["type"] == "tool_arguments":
+            calls[event["index"]].arguments += event["arguments"]
+    return [calls[index] for index in sorted(calls)]

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 
 from inference.constants import OWNED_BY, SSE_DONE, SSE_HEARTBEAT
-from inference.engine.types import EmbeddingsEvent, EngineEvent, FinishEvent
+from inference.engine.types import EmbeddingsEvent, EngineEvent, FinishEvent, ToolArgumentsEvent, ToolCallEvent
 from inference.errors import OpenAIError, error_body
-from inference.formats.base import Renderer, compact_json, text_and_finish
+from inference.formats.base import Renderer, compact_json, text_and_finish, tool_calls
 
 
 def sse_data(payload: dict[str, Any]) -> bytes:
@@ -39,7 +39,8 @@ def usage_body(*, prompt_tokens: int, completion_tokens: int, cached_tokens: int
 
 
 def finish_reason(finish: FinishEvent) -> str:
-    return "length" if finish["finish_reason"] == "length" else "stop"
+    reason = finish["finish_reason"]
+    return reason if reason in ("length", "tool_calls") else "stop"
 
 
 def _usage(finish: FinishEvent) -> dict[str, Any]:
@@ -127,6 +128,32 @@ class ChatRenderer(CompletionRenderer):
     def delta(self, text: str | None, reason: str | None) -> dict[str, Any]:
         delta = {} if text is None else {"content": text}
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+
+    def _tool_chunk(self, call: dict[str, Any]) -> bytes:
+        chunk = self.envelope(self.chunk_object, [self.delta(None, None)])
+        chunk["choices"][0]["delta"] = {"tool_calls": [call]}
+        if self.include_usage:
+            chunk["usage"] = None
+        return sse_data(chunk)
+
+    def stream_tool_call(self, event: ToolCallEvent) -> bytes:
+        function = {"name": event["name"], "arguments": ""}
+        return self._tool_chunk({"index": event["index"], "id": event["id"], "type": "function", "function": function})
+
+    def stream_tool_arguments(self, event: ToolArgumentsEvent) -> bytes:
+        return self._tool_chunk({"index": event["index"], "function": {"arguments": event["arguments"]}})
+
+    def body(self, events: list[EngineEvent]) -> dict[str, Any]:
+        body = super().body(events)
+        calls = tool_calls(events)
+        if calls:
+            message = body["choices"][0]["message"]
+            message["content"] = message["content"] or None
+            message["tool_calls"] = [
+                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+                for call in calls
+            ]
+        return body
 
     def stream_start(self, accepted: Any) -> bytes:
         chunk = self.envelope(self.chunk_object, [self.delta(None, None)])

@@ -7,7 +7,6 @@ cloud targets get the body as it came, or translated for an OpenAI-shaped upstre
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
@@ -15,14 +14,16 @@ from ninja import Router
 
 from catalog.models import ModelKind, Profile
 from inference.cloud import ClientProtocol, cloud_cost, cloud_serve
+from inference.conversations import anthropic_conversation
 from inference.engine.types import GenerationRequest
 from inference.engine_requests import model_spec_for, require_kind, sampling_params
 from inference.errors import OpenAIError
 from inference.formats.anthropic import MessagesRenderer
 from inference.runtime import engine_client
-from inference.schemas import AnthropicCountTokensRequest, AnthropicMessagesRequest
+from inference.schemas.anthropic import AnthropicCountTokensRequest, AnthropicMessagesRequest
 from inference.services import Outcome
 from inference.serving import Endpoint, Serving, serve
+from inference.tooling import anthropic_tool_plan
 from routing.backends import upstream_call
 from routing.constants import ANTHROPIC_DEFAULT_MAX_TOKENS
 from routing.selectors import Target
@@ -31,82 +32,42 @@ logger = logging.getLogger(__name__)
 router = Router(tags=["Anthropic"])
 
 
-def _blocks(content: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
-
-
-def _image_url(block: dict[str, Any]) -> str:
-    source = block.get("source") or {}
-    return str(source.get("url") or f"data:{source.get('media_type')};base64,{source.get('data')}")
-
-
-def engine_messages(payload: AnthropicCountTokensRequest, *, vision: bool) -> list[dict[str, Any]]:
-    """The conversation as the engine renders it; tool blocks are refused (not served locally yet)."""
-    if payload.tools:
-        raise OpenAIError("Tool calling is not supported by local models yet.", param="tools")
-    messages: list[dict[str, Any]] = []
-    system = "\n".join(block.get("text", "") for block in _blocks(payload.system) if block.get("type") == "text")
-    if system:
-        messages.append({"role": "system", "content": system})
-    for index, message in enumerate(payload.messages):
-        parts: list[dict[str, Any]] = []
-        for block_index, block in enumerate(_blocks(message.content)):
-            kind = block.get("type")
-            if kind == "text":
-                parts.append({"type": "text", "text": block.get("text", "")})
-            elif kind == "image" and vision:
-                parts.append({"type": "image"})
-            elif kind == "image":
-                raise OpenAIError(
-                    "Image inputs are not supported by this model.", param=f"messages[{index}].content[{block_index}]"
-                )
-            else:
-                raise OpenAIError(
-                    "Tool calling is not supported by local models yet.",
-                    param=f"messages[{index}].content[{block_index}]",
-                )
-        if any(part["type"] == "image" for part in parts):
-            messages.append({"role": message.role, "content": parts})
-        else:
-            messages.append({"role": message.role, "content": "".join(part["text"] for part in parts)})
-    return messages
-
-
-def image_urls(payload: AnthropicCountTokensRequest) -> list[tuple[str, str]]:
-    return [
-        (_image_url(block), f"messages[{index}].content[{block_index}].source")
-        for index, message in enumerate(payload.messages)
-        for block_index, block in enumerate(_blocks(message.content))
-        if block.get("type") == "image"
-    ]
+def engine_request(
+    payload: AnthropicCountTokensRequest, profile: Profile, serving: Serving, *, vision: bool
+) -> tuple[GenerationRequest, list[tuple[str, str]]]:
+    payload.refuse_fields()
+    conversation = anthropic_conversation(payload, vision=vision)
+    plan = anthropic_tool_plan(payload)
+    request = GenerationRequest(
+        trace_id=serving.trace_id,
+        model=model_spec_for(profile),
+        messages=conversation.with_system_prompt(profile.system_prompt),
+        tools=plan.tools,
+        grammar=plan.grammar,
+    )
+    return request, conversation.images
 
 
 class Messages(Endpoint[AnthropicMessagesRequest]):
     name = "messages"
     timeout_key = "chat"
     serves = "chat completions"
+    images: list[tuple[str, str]] = []
 
     @property
     def model(self) -> str:
         return self.payload.model
 
     def engine_request(self, profile: Profile, serving: Serving) -> GenerationRequest:
-        messages = engine_messages(self.payload, vision=profile.local_model.kind == ModelKind.VISION)
-        if profile.system_prompt and not any(message["role"] == "system" for message in messages):
-            messages.insert(0, {"role": "system", "content": profile.system_prompt})
-        return GenerationRequest(
-            trace_id=serving.trace_id,
-            model=model_spec_for(profile),
-            messages=messages,
-            max_tokens=self.payload.max_tokens,
-            stop=list(self.payload.stop_sequences or []),
-            sampling=sampling_params(self.payload, profile),
-        )
+        vision = profile.local_model.kind == ModelKind.VISION
+        request, self.images = engine_request(self.payload, profile, serving, vision=vision)
+        request.max_tokens = self.payload.max_tokens
+        request.stop = list(self.payload.stop_sequences or [])
+        request.sampling = sampling_params(self.payload, profile)
+        return request
 
     def image_urls(self, profile: Profile) -> list[tuple[str, str]]:
-        return image_urls(self.payload) if profile.local_model.kind == ModelKind.VISION else []
+        return self.images
 
     def renderer(self) -> MessagesRenderer:
         return MessagesRenderer(model=self.payload.model)
@@ -120,7 +81,7 @@ class Messages(Endpoint[AnthropicMessagesRequest]):
             client=ClientProtocol.ANTHROPIC,
             body=body,
             requested_model=self.payload.model,
-            stream=self.payload.stream,
+            stream=bool(self.payload.stream),
             include_usage=True,
         )
 
@@ -139,10 +100,7 @@ class CountTokens(Endpoint[AnthropicCountTokensRequest]):
         return False
 
     def engine_request(self, profile: Profile, serving: Serving) -> GenerationRequest:
-        messages = engine_messages(self.payload, vision=False)
-        if profile.system_prompt and not any(message["role"] == "system" for message in messages):
-            messages.insert(0, {"role": "system", "content": profile.system_prompt})
-        return GenerationRequest(trace_id=serving.trace_id, model=model_spec_for(profile), messages=messages)
+        return engine_request(self.payload, profile, serving, vision=False)[0]
 
     async def local(self, serving: Serving, profile: Profile) -> HttpResponseBase:
         require_kind(profile, self.serves)

@@ -12,7 +12,7 @@ from inference.engine.types import EmbeddingRequest, finish_event
 from inference.engine_requests import embedding_cost, embedding_request
 from inference.errors import OpenAIError
 from inference.formats.openai import EmbeddingsRenderer
-from inference.schemas import EmbeddingsRequest
+from inference.schemas.openai import EmbeddingsRequest
 from inference.services import Outcome
 from inference.serving import Endpoint, Serving, admit, collect, serve
 from routing.selectors import Target

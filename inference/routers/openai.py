@@ -8,12 +8,12 @@ from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from ninja import Router
 
-from catalog.models import ModelKind, Profile
+from catalog.models import Profile
 from inference.cloud import ClientProtocol, cloud_cost, cloud_serve
 from inference.engine.types import GenerationRequest
-from inference.engine_requests import chat_request, completion_request, image_urls
+from inference.engine_requests import chat_request, completion_request
 from inference.formats.openai import ChatRenderer, CompletionRenderer
-from inference.schemas import ChatCompletionRequest, CompletionRequest
+from inference.schemas.openai import ChatCompletionRequest, CompletionRequest
 from inference.serving import Endpoint, Serving, serve
 from routing.constants import ANTHROPIC_DEFAULT_MAX_TOKENS
 from routing.selectors import Target
@@ -22,27 +22,25 @@ logger = logging.getLogger(__name__)
 router = Router(tags=["OpenAI"])
 
 
-def _include_usage(payload: ChatCompletionRequest | CompletionRequest) -> bool:
-    return bool(payload.stream_options and payload.stream_options.include_usage)
-
-
 class ChatCompletions(Endpoint[ChatCompletionRequest]):
     name = "chat.completions"
     timeout_key = "chat"
     serves = "chat completions"
+    images: list[tuple[str, str]] = []
 
     @property
     def model(self) -> str:
         return self.payload.model
 
     def engine_request(self, profile: Profile, serving: Serving) -> GenerationRequest:
-        return chat_request(payload=self.payload, profile=profile, trace_id=serving.trace_id)
+        request, self.images = chat_request(payload=self.payload, profile=profile, trace_id=serving.trace_id)
+        return request
 
     def image_urls(self, profile: Profile) -> list[tuple[str, str]]:
-        return image_urls(self.payload) if profile.local_model.kind == ModelKind.VISION else []
+        return self.images
 
     def renderer(self) -> ChatRenderer:
-        return ChatRenderer(model=self.payload.model, include_usage=_include_usage(self.payload))
+        return ChatRenderer(model=self.payload.model, include_usage=self.payload.include_usage)
 
     async def cloud(self, serving: Serving, target: Target) -> HttpResponseBase:
         body = self.payload.model_dump(exclude_none=True)
@@ -54,8 +52,8 @@ class ChatCompletions(Endpoint[ChatCompletionRequest]):
             client=ClientProtocol.OPENAI,
             body=body,
             requested_model=self.payload.model,
-            stream=self.payload.stream,
-            include_usage=_include_usage(self.payload),
+            stream=bool(self.payload.stream),
+            include_usage=self.payload.include_usage,
         )
 
 
@@ -72,7 +70,7 @@ class Completions(Endpoint[CompletionRequest]):
         return completion_request(payload=self.payload, profile=profile, trace_id=serving.trace_id)
 
     def renderer(self) -> CompletionRenderer:
-        return CompletionRenderer(model=self.payload.model, include_usage=_include_usage(self.payload))
+        return CompletionRenderer(model=self.payload.model, include_usage=self.payload.include_usage)
 
     async def cloud(self, serving: Serving, target: Target) -> HttpResponseBase:
         # Text completions are a legacy endpoint: OpenAI-shaped upstreams serve them, Anthropic's API has none.
@@ -84,8 +82,8 @@ class Completions(Endpoint[CompletionRequest]):
             client=ClientProtocol.OPENAI,
             body=body,
             requested_model=self.payload.model,
-            stream=self.payload.stream,
-            include_usage=_include_usage(self.payload),
+            stream=bool(self.payload.stream),
+            include_usage=self.payload.include_usage,
             text_completion=True,
         )
 

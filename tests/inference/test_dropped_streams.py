@@ -29,6 +29,15 @@ from mlxhub.accounts.services import api_key_create
 from tests.mlxhub.factories import make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def audit_rows_written() -> Iterator[None]:
+    """This test's audit rows are written before its database goes: none may land in the next test's."""
+    yield
+    from audit.services import audit_writer
+
+    assert audit_writer.flush(timeout=20)
 ENDLESS_TOKENS = 1500
 
 

@@ -28,6 +28,15 @@ from tests.model_builders import build_tiny_paligemma
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def audit_rows_written() -> Iterator[None]:
+    """This test's audit rows are written before its database goes: none may land in the next test's."""
+    yield
+    from audit.services import audit_writer
+
+    assert audit_writer.flush(timeout=20)
+
+
 class CountingImageServer:
     def __init__(self) -> None:
         buffer = io.BytesIO()
