@@ -49,8 +49,8 @@ class ClientModel(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    # Fields that would change the output and cannot be honoured: a 400 naming them when set (not None,
-    # not false, not empty), with this reason.
+    # Fields that would change the output and cannot be honoured: a 400 naming them when set (anything but
+    # null, false or an empty list), with this reason.
     REFUSED: ClassVar[dict[str, str]] = {}
     # Fields with no effect on the output here: accepted silently (docs/fields.md).
     IGNORED: ClassVar[frozenset[str]] = frozenset()
@@ -63,7 +63,8 @@ class ClientModel(BaseModel):
             value = getattr(self, name, None)
             if value is None and self.model_extra:
                 value = self.model_extra.get(name)
-            if value not in (None, False, [], {}, ""):
+            # Presence is what counts ({} turns web search on with its defaults); null, false and [] ask nothing.
+            if value is not None and value is not False and value != []:
                 raise OpenAIError(reason, param=f"{prefix}{name}", code="unsupported_parameter")
         for name in self.model_extra or {}:
             if name not in self.IGNORED and name not in self.REFUSED:

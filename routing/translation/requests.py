@@ -115,7 +115,25 @@ def openai_request_to_anthropic(body: Json, *, model: str) -> Json:
         out["tool_choice"] = {"type": "none"}
     elif isinstance(choice, dict) and choice.get("type") == "function":
         out["tool_choice"] = {"type": "tool", "name": choice["function"]["name"]}
+    if body.get("parallel_tool_calls") is False and body.get("tools"):
+        out["tool_choice"] = {**out.get("tool_choice", {"type": "auto"}), "disable_parallel_tool_use": True}
+    output_format = _anthropic_output_format(body.get("response_format"))
+    if output_format is not None:
+        out["output_config"] = {"format": output_format}
     return out
+
+
+def _anthropic_output_format(response_format: Any) -> Json | None:
+    """OpenAI's structured output as Anthropic's ``output_config.format`` (a JSON schema; any object for
+    ``json_object``, which Anthropic has no name for)."""
+    if not isinstance(response_format, dict):
+        return None
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
+        return {"type": "json_schema", "schema": schema}
+    if response_format.get("type") == "json_object":
+        return {"type": "json_schema", "schema": {"type": "object"}}
+    return None
 
 
 def _anthropic_blocks(content: Any) -> list[Json]:
@@ -204,4 +222,13 @@ def anthropic_request_to_openai(body: Json, *, model: str) -> Json:
         out["tool_choice"] = "none"
     elif choice.get("type") == "tool":
         out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    if choice.get("disable_parallel_tool_use"):
+        out["parallel_tool_calls"] = False
+    output_format = (body.get("output_config") or {}).get("format")
+    if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
+        schema = output_format.get("schema") or {"type": "object"}
+        out["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": schema, "strict": True},
+        }
     return out

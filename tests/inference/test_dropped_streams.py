@@ -38,6 +38,8 @@ def audit_rows_written() -> Iterator[None]:
     from audit.services import audit_writer
 
     assert audit_writer.flush(timeout=20)
+
+
 ENDLESS_TOKENS = 1500
 
 

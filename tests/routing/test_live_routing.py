@@ -268,9 +268,11 @@ def test_messages_errors_come_back_in_anthropics_shape(hub: LiveHub, claude: ant
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in response.json()["error"]["message"]
     tool = {"name": "weather", "input_schema": {"type": "object"}}
-    with pytest.raises(anthropic.BadRequestError, match="Tool calling"):
+    with pytest.raises(anthropic.BadRequestError, match="not among the tools") as unknown_tool:
         claude.messages.create(model="demo", max_tokens=4, tools=[tool],  # type: ignore[list-item]
+                               tool_choice={"type": "tool", "name": "missing"},
                                messages=[{"role": "user", "content": "x"}])  # fmt: skip
+    assert unknown_tool.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
 
 
 def test_a_500_is_retried_and_the_client_never_sees_it(oai: openai.OpenAI, fake_openai: FakeUpstream) -> None:

@@ -215,3 +215,37 @@ def test_errors_take_anthropics_shape_with_the_type_for_the_status() -> None:
         "error": {"type": "rate_limit_error", "message": "slow down"},
     }
     assert anthropic_error_body(status=503, message="x")["error"]["type"] == "overloaded_error"
+
+
+def test_tool_choice_parallelism_and_structured_output_cross_both_ways():
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    openai_body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": tools,
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "Answer", "schema": schema}},
+    }
+
+    anthropic = openai_request_to_anthropic(openai_body, model="claude")
+
+    assert anthropic["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert anthropic["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert anthropic["tools"][0]["name"] == "lookup"
+
+    back = anthropic_request_to_openai({**anthropic, "max_tokens": 16}, model="gpt")
+
+    assert back["tool_choice"] == "required"
+    assert back["parallel_tool_calls"] is False
+    assert back["response_format"]["type"] == "json_schema"
+    assert back["response_format"]["json_schema"]["schema"] == schema
+    assert back["tools"][0]["function"]["name"] == "lookup"
+
+
+def test_a_json_object_format_becomes_any_object_for_anthropic():
+    body = {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}
+
+    assert openai_request_to_anthropic(body, model="claude")["output_config"] == {
+        "format": {"type": "json_schema", "schema": {"type": "object"}}
+    }
