@@ -93,6 +93,7 @@ def tool_plan(
     output: GrammarSpec | None,
     tools_param: str,
     choice_param: str,
+    explicit_parallel: bool = False,
 ) -> ToolPlan:
     """What the engine gets. ``none``: no tools rendered, nothing parsed. ``auto``: the tools rendered and
     calls parsed when the model makes them (a JSON output format, if any, is enforced instead). ``required``
@@ -112,7 +113,9 @@ def tool_plan(
         kind="tool_calls",
         tools=tuple(tools),
         choice=choice.name if choice.mode == "named" else None,
-        parallel=parallel,
+        # A named tool is one call (OpenAI answers one; instructor and LangChain read one), unless the client
+        # asked for parallel calls in so many words.
+        parallel=parallel if choice.mode == "required" else parallel is True and explicit_parallel,
     )
     return ToolPlan(tools=tools, grammar=checked_grammar(grammar, param=tools_param))
 
@@ -155,7 +158,13 @@ def chat_tool_plan(payload: ChatCompletionRequest) -> ToolPlan:
         output = json_grammar(kind=payload.response_format.type, schema=schema, param="response_format")
     parallel = payload.parallel_tool_calls is not False
     return tool_plan(
-        tools=tools, choice=choice, parallel=parallel, output=output, tools_param="tools", choice_param=choice_param
+        tools=tools,
+        choice=choice,
+        parallel=parallel,
+        output=output,
+        tools_param="tools",
+        choice_param=choice_param,
+        explicit_parallel=payload.parallel_tool_calls is True,
     )
 
 

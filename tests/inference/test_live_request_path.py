@@ -29,12 +29,12 @@ MESSAGES = [{"role": "user", "content": "hello there"}]
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE"])
 def test_an_unknown_v1_url_is_a_404_unknown_url_for_every_method(http, method):
-    # /v1/responses does not exist yet: a POST to it used to be the CSRF middleware's 403.
-    response = http.request(method, "/v1/responses", json={"model": "demo", "input": "hello"})
+    # A POST to an unknown URL used to be the CSRF middleware's 403.
+    response = http.request(method, "/v1/assistants", json={"model": "demo", "input": "hello"})
 
     error = assert_openai_error(response, status=404)
     assert error["code"] == "unknown_url"
-    assert "/v1/responses" in error["message"]
+    assert "/v1/assistants" in error["message"]
 
 
 # ---- a chat template that refuses the messages ---------------------------------------------------------------
