@@ -65,8 +65,9 @@ def source_fingerprints() -> dict[str, str]:
 class GrammarMask:
     """A request's grammar state, carried in its logits_processors list (the identity when called)."""
 
-    def __init__(self, matcher: LLMatcher) -> None:
+    def __init__(self, matcher: LLMatcher, *, vocab: int) -> None:
         self.matcher = matcher
+        self.vocab = vocab  # the width of the matcher's masks
         # False until the row's first decode step: there `inputs` is the last prompt token, not a sampled one.
         self.started = False
 
@@ -92,16 +93,18 @@ class GrammarGenerationBatch(GenerationBatch):
             mx.async_eval(logits)  # enqueue the forward pass before the one sync below (see the module docstring)
             last: list[int] = inputs.tolist()  # type: ignore[assignment]  # a 1-D array of token ids
             for row, mask in rows:
-                if mask.started:
-                    mask.matcher.consume_token(
-                        last[row]
-                    )  # a refused token puts the matcher in error: the runner ends it
-        vocab = logits.shape[-1]  # known before evaluation
-        bitmask = np.empty((len(rows), (vocab + 31) // 32), dtype=np.int32)
+                if mask.started:  # a refused token puts the matcher in its error state: the runner ends it
+                    mask.matcher.consume_token(last[row])
+        width = rows[0][1].vocab  # the grammar's vocabulary (one model per batch)
+        bitmask = np.empty((len(rows), (width + 31) // 32), dtype=np.int32)
         for index, (_, mask) in enumerate(rows):
             mask.started = True
             llnumpy.fill_next_token_bitmask(mask.matcher, bitmask, index)
-        allowed = mx.array(np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[:, :vocab].view(np.bool_))
+        unpacked = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[:, :width].view(np.bool_)
+        vocab = logits.shape[-1]  # known before evaluation; a wider head than the tokenizer gets its extra ids banned
+        if vocab != width:
+            unpacked = np.pad(unpacked, ((0, 0), (0, max(0, vocab - width))))[:, :vocab]
+        allowed = mx.array(unpacked)
         if len(rows) == len(self.uids):
             return mx.where(allowed, logits, -mx.inf)
         constrained = mx.array([row for row, _ in rows])

@@ -238,7 +238,8 @@ class TextRunner(Runner):
             return tool_call_grammar(spec, start=self._marker(GENERIC_START), end=self._marker(GENERIC_END))
 
         try:
-            return GrammarMask(self.grammars.matcher(key=grammar_key(spec), grammar=build, param=param))
+            matcher = self.grammars.matcher(key=grammar_key(spec), grammar=build, param=param)
+            return GrammarMask(matcher, vocab=self.grammars.tokenizer.vocab_size)
         except ValueError as exc:  # a schema that is not a JSON object, a tool name Lark cannot hold
             raise EngineError(
                 f"This grammar cannot be enforced: {exc}", status=400, code="invalid_request_error", param=param
