@@ -178,3 +178,91 @@ def build_tiny_paligemma(folder: Path, *, seed: int = 0) -> Path:
     # config.json last: its presence marks the folder complete.
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+# A Hermes / Qwen2.5-style chat template that renders tools, assistant tool_calls and tool results, with the
+# `<tool_call>` and `tool_call.name` that mlx-lm's _infer_tool_parser looks for (-> the json_tools parser).
+TOOL_TEMPLATE = (
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\\n\\n' }}{%- endif %}"
+    "{{- '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\\n<tool_call>\\n{"name": <function-name>, "arguments": <args-json-object>}'
+    "\\n</tool_call><|im_end|>\\n' }}"
+    "{%- elif messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' and loop.first %}"
+    "{%- elif message['role'] == 'assistant' and message.get('tool_calls') %}"
+    "{{- '<|im_start|>assistant' }}"
+    "{%- if message.get('content') %}{{- '\\n' + message['content'] }}{%- endif %}"
+    "{%- for tool_call in message['tool_calls'] %}"
+    "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}"
+    '{{- \'\\n<tool_call>\\n{"name": "\' }}{{- tool_call.name }}{{- \'", "arguments": \' }}'
+    "{{- tool_call.arguments | tojson }}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{{- '<|im_start|>user\\n<tool_response>\\n' + message['content'] + '\\n</tool_response><|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + (message.get('content') or '') + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+TOOL_MARKERS = ("<tool_call>", "</tool_call>")
+
+
+def build_tool_model(source: Path, folder: Path, *, added_markers: bool = True) -> Path:
+    """A copy of a ``catalog.demo_model`` folder whose chat template supports tools (Hermes / Qwen2.5 style,
+    ``tool_call.arguments | tojson`` as Qwen2.5 writes it).
+
+    With ``added_markers`` the call markers become added tokens (not special, as in Qwen's tokenizer.json)
+    at the end of the vocabulary, with a random embedding row and a zero lm_head row (greedy decoding
+    never picks them by itself); otherwise they stay plain text.
+    """
+    import shutil
+
+    import mlx.core as mx
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(source, folder)
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["chat_template"] = TOOL_TEMPLATE
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    if not added_markers:
+        return folder
+    config = json.loads((folder / "config.json").read_text())
+    vocab_size = config["vocab_size"]
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    for offset, marker in enumerate(TOOL_MARKERS):
+        tokenizer["added_tokens"].append(
+            {
+                "id": vocab_size + offset,
+                "content": marker,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": False,
+            }
+        )
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    weights = mx.load(str(folder / "model.safetensors"))
+    assert isinstance(weights, dict)
+    mx.random.seed(0)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        rows = mx.zeros((len(TOOL_MARKERS), weights[name].shape[1]), dtype=weights[name].dtype)
+        if name.startswith("model."):
+            rows = (mx.random.normal(rows.shape) * 0.02).astype(rows.dtype)
+        weights[name] = mx.concatenate([weights[name], rows])
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
+    config["vocab_size"] = vocab_size + len(TOOL_MARKERS)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    return folder

@@ -1,4 +1,9 @@
-"""Text models: one continuous batch (mlx-lm's BatchGenerator) per loaded model."""
+"""Text models: one continuous batch (mlx-lm's BatchGenerator) per loaded model.
+
+A request may carry a grammar (JSON schema, any JSON object, forced tool calls): its row of the shared
+batch is masked while decoding (``inference.engine.constrained``), the others are untouched. A request
+with tools has its calls read from its output (``inference.engine.toolcalls``) into tool events.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,27 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from inference.engine.config import BatchConfig, KernelConfig
+from inference.engine.grammars import (
+    GENERIC_END,
+    GENERIC_START,
+    grammar_key,
+    marker_lark,
+    schema_grammar,
+    tool_call_grammar,
+)
 from inference.engine.kernels import prepare_model
 from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
-from inference.engine.tokens import render_prompt
-from inference.engine.types import EngineError, EventSink, GenerationRequest, ModelSpec, finish_event
+from inference.engine.tokens import forces_calls, render_prompt, tools_of
+from inference.engine.types import EngineError, EventSink, GenerationRequest, GrammarSpec, ModelSpec, finish_event
+
+if TYPE_CHECKING:
+    from inference.engine.constrained import GrammarCache, GrammarMask
+    from inference.engine.toolcalls import ToolCallTracker
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +48,8 @@ class ActiveRequest:
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int = 0
+    mask: GrammarMask | None = None
+    tracker: ToolCallTracker | None = None
 
 
 def context_length_of(path: str, override: int | None) -> int:
@@ -86,12 +105,24 @@ class TextRunner(Runner):
         self.weights_bytes = parameter_bytes(self.model)
         self.context_length = context_length_of(spec["path"], spec.get("context_length"))
         self.stop_sequences = StopSequences([(token,) for token in sorted(self.tokenizer.eos_token_ids)])
+        self.grammars, self.grammar_problem = self._grammar_cache()
         self.batch = self._new_batch()
         self.active: dict[int, ActiveRequest] = {}
         self.uid_by_request: dict[str, int] = {}
 
+    def _grammar_cache(self) -> tuple[GrammarCache | None, str]:
+        """The model's grammar compiler, built at load (building it for a large vocabulary takes about a
+        second: lazily, the first constrained request would stall every other one)."""
+        from inference.engine.constrained import GrammarCache
+
+        try:
+            return GrammarCache(tokenizer=self.tokenizer, vocab_size=self.vocab_size or len(self.tokenizer)), ""
+        except Exception as exc:  # a tokenizer llguidance cannot read (only fast HF tokenizers): no grammars
+            logger.warning("no grammars for %s: %s", self.spec["path"], exc)
+            return None, f"{type(exc).__name__}: {exc}"
+
     def _new_batch(self) -> Any:
-        from mlx_lm.generate import BatchGenerator
+        from inference.engine.constrained import GrammarBatchGenerator as BatchGenerator
 
         return BatchGenerator(
             self.model,
@@ -140,17 +171,28 @@ class TextRunner(Runner):
                 param="logit_bias",
             )
         max_tokens = check_context(self.context_length, len(prompt), request.max_tokens, param=param)
-        cache, rest = self.prefix_cache.fetch_nearest_cache(self.key, prompt)
+        processors: list[Any] = make_request_processors(request.sampling)
+        mask = self._grammar_mask(request.grammar) if request.grammar is not None else None
+        forced: list[int] = []
+        if mask is not None:
+            # The grammar's forced prefix (a tool call's `<tool_call>\n{"name": "`) goes in with the
+            # prompt: the first call event then comes one decode step after the prefill.
+            forced = mask.matcher.compute_ff_tokens()[: max_tokens - 1]
+            mask.matcher.consume_tokens(forced)
+            processors = [mask, *processors]
+        tracker = self._tool_tracker(request)
+        served = prompt + forced
+        cache, rest = self.prefix_cache.fetch_nearest_cache(self.key, served)
         if cache is not None and not rest:
-            cache, rest = self._step_back(cache, prompt)
-        cached = len(prompt) - len(rest)
+            cache, rest = self._step_back(cache, served)
+        cached = min(len(served) - len(rest), len(prompt))
         (uid,) = self.batch.insert(
             [rest],
-            max_tokens=[max_tokens],
+            max_tokens=[max_tokens - len(forced)],
             caches=[cache],
-            all_tokens=[prompt[:cached]],
+            all_tokens=[served[: len(served) - len(rest)]],
             samplers=[make_request_sampler(request.sampling)],
-            logits_processors=[make_request_processors(request.sampling)],
+            logits_processors=[processors],
             stop_sequences=[self.stop_sequences],
         )
         active = ActiveRequest(
@@ -161,10 +203,65 @@ class TextRunner(Runner):
             stops=StopStringMatcher(request.stop),
             prompt_tokens=len(prompt),
             cached_tokens=cached,
+            completion_tokens=len(forced),
+            mask=mask,
+            tracker=tracker,
         )
         self.active[uid] = active
         self.uid_by_request[request.request_id] = uid
         sink({"type": "accepted", "prompt_tokens": len(prompt), "cached_tokens": cached})
+        if forced:
+            for token in forced:
+                active.detokenizer.add_token(token)
+            text, matched = self._deliver(active, active.detokenizer.last_segment, final=False)
+            if matched:
+                self.batch.remove([uid])
+                self._finish(active, "stop", text)
+            elif text:
+                sink({"type": "delta", "text": text, "tokens": active.completion_tokens})
+
+    def _grammar_mask(self, spec: GrammarSpec) -> GrammarMask:
+        from inference.engine.constrained import GrammarMask
+
+        param = "tool_choice" if spec.kind == "tool_calls" else "response_format"
+        if self.grammars is None:
+            raise EngineError(
+                "This model's tokenizer cannot be used to enforce a grammar.",
+                status=400,
+                code="grammar_not_supported",
+                param=param,
+            )
+
+        def build() -> str:
+            if spec.kind != "tool_calls":
+                return schema_grammar(spec)
+            return tool_call_grammar(spec, start=self._marker(GENERIC_START), end=self._marker(GENERIC_END))
+
+        try:
+            matcher = self.grammars.matcher(key=grammar_key(spec), grammar=build, param=param)
+            return GrammarMask(matcher, vocab=self.grammars.tokenizer.vocab_size)
+        except ValueError as exc:  # a schema that is not a JSON object, a tool name Lark cannot hold
+            raise EngineError(
+                f"This grammar cannot be enforced: {exc}", status=400, code="invalid_request_error", param=param
+            ) from exc
+
+    def _marker(self, text: str) -> str:
+        """A call marker as the grammar writes it: the model's own special token when it has one."""
+        assert self.grammars is not None
+        ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+        return marker_lark(text=text, token=self.grammars.special_token(ids))
+
+    def _tool_tracker(self, request: GenerationRequest) -> ToolCallTracker | None:
+        """Calls are read when a grammar forces them (in the Hermes format it forces), or when tools are
+        offered to a template that teaches its own format; tool_choice none sends no tools: nothing is read."""
+        if not forces_calls(request) and not (request.tools and request.grammar is None):
+            return None
+        from inference.engine.toolcalls import GENERIC_FORMAT, ToolCallTracker, native_format
+
+        if forces_calls(request):
+            return ToolCallTracker(format=GENERIC_FORMAT, tools=tools_of(request), forced=True)
+        native = native_format(self.tokenizer)
+        return ToolCallTracker(format=native, tools=tools_of(request), forced=False) if native else None
 
     def _step_back(self, cache: list[Any], prompt: list[int]) -> tuple[list[Any] | None, list[int]]:
         """An exact cache hit still needs one token to compute logits from."""
@@ -183,24 +280,65 @@ class TextRunner(Runner):
             if active is None:
                 continue
             active.completion_tokens += 1
+            # The batch has already fed this token to the request's grammar (inside the decode step).
+            matcher = active.mask.matcher if active.mask is not None else None
+            if matcher is not None and matcher.is_error():
+                finished.append(response.uid)
+                self._fail(active, grammar_error(matcher.get_error()))
+                continue
+            # A complete grammar allows only EOS next: end now and save that step.
+            grammar_done = response.finish_reason is None and matcher is not None and matcher.is_stopped()
+            done = "stop" if grammar_done else response.finish_reason
             if response.finish_reason != "stop":
                 active.detokenizer.add_token(response.token)
-            if response.finish_reason is not None:
+            if done is not None:
                 active.detokenizer.finalize()
-            safe_text, matched = active.stops.feed(active.detokenizer.last_segment)
-            if matched:
+            text, matched = self._deliver(active, active.detokenizer.last_segment, final=done is not None)
+            if matched or grammar_done:
                 finished.append(response.uid)
-                self._finish(active, "stop", safe_text)
-            elif response.finish_reason is not None:
-                self._finish(active, response.finish_reason, safe_text + active.stops.flush())
+            if matched:
+                self._finish(active, "stop", text)
+            elif done is not None:
+                self._finish(active, done, text)
                 if response.prompt_cache is not None:
                     self.prefix_cache.insert_cache(self.key, list(response.all_tokens), response.prompt_cache)
-            elif safe_text:
-                active.sink({"type": "delta", "text": safe_text, "tokens": active.completion_tokens})
+            elif text:
+                active.sink({"type": "delta", "text": text, "tokens": active.completion_tokens})
         if finished:
             self.batch.remove(finished)
 
+    def _deliver(self, active: ActiveRequest, text: str, *, final: bool) -> tuple[str, bool]:
+        """Decoded text through the tool tracker (calls go out as events at once) and the stop strings
+        (content only): the content not sent yet, and whether a stop string ended it."""
+        if active.tracker is None:
+            pieces: list[Any] = [text]
+        else:
+            lookahead = ""
+            if active.tracker.wants_lookahead and active.mask is not None:
+                lookahead = active.mask.matcher.compute_ff_bytes().decode("utf-8", "replace")
+            pieces = active.tracker.feed(text, lookahead=lookahead)
+            if final:
+                pieces += active.tracker.finish()
+        pending = ""
+        for piece in pieces:
+            if isinstance(piece, str):
+                safe, matched = active.stops.feed(piece)
+                pending += safe
+                if matched:
+                    return pending, True
+                continue
+            pending += active.stops.flush()  # a call ends the content before it: nothing held can still stop
+            if pending:
+                active.sink({"type": "delta", "text": pending, "tokens": active.completion_tokens})
+                pending = ""
+            active.sink(piece)
+        if final:
+            pending += active.stops.flush()
+        return pending, False
+
     def _finish(self, active: ActiveRequest, reason: str, text: str) -> None:
+        if reason == "stop" and active.tracker is not None and active.tracker.called:
+            reason = "tool_calls"
         self.active.pop(active.uid, None)
         self.uid_by_request.pop(active.request.request_id, None)
         self.release()
@@ -227,14 +365,23 @@ class TextRunner(Runner):
         for active in list(self.active.values()):
             self.cancel(active.request.request_id)
 
+    def _fail(self, active: ActiveRequest, error: EngineError) -> None:
+        self.active.pop(active.uid, None)
+        self.uid_by_request.pop(active.request.request_id, None)
+        self.release()
+        active.sink(error.as_event())
+
     def fail_all(self, error: EngineError) -> None:
         for active in list(self.active.values()):
-            self.active.pop(active.uid, None)
-            self.uid_by_request.pop(active.request.request_id, None)
-            self.release()
-            active.sink(error.as_event())
+            self._fail(active, error)
         if self.model is not None:
             self.batch = self._new_batch()
+
+
+def grammar_error(reason: str) -> EngineError:
+    """A matcher in its error state: a bug or an unsatisfiable grammar, never a silent end of output."""
+    logger.error("a grammar failed while decoding: %s", reason)
+    return EngineError("The output could not be kept to its grammar while decoding.", status=500, code="grammar_error")
 
 
 def check_context(context_length: int, prompt_tokens: int, max_tokens: int | None, *, param: str) -> int:

@@ -14,7 +14,7 @@ from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
 from inference.engine.text import check_context, parameter_bytes
-from inference.engine.tokens import template_error
+from inference.engine.tokens import history_as_text, template_error
 from inference.engine.types import EngineError, EventSink, GenerationRequest, ModelSpec, finish_event
 
 
@@ -58,11 +58,21 @@ class VisionRunner(Runner):
                 code="wrong_model_kind",
                 param="model",
             )
+        if request.grammar is not None:
+            # mlx-vlm decodes one request at a time outside the shared batch; grammars are not wired there.
+            raise EngineError(
+                "This model cannot enforce a response format or a tool choice; use a text model.",
+                status=400,
+                code="grammar_not_supported",
+                param="tool_choice" if request.grammar.kind == "tool_calls" else "response_format",
+            )
         images = [decode_rgb(data) for data in request.images]
         try:
-            # Renders the template and preprocesses the images; the prefill runs in the first step.
+            # Renders the template and preprocesses the images; the prefill runs in the first step. Tools
+            # are not shown to a vision model (it answers in text, as a template without tool support
+            # does); calls and results in the history reach it as text.
             generation = self.runtime.start(
-                request.messages,
+                history_as_text(request.messages),
                 images,
                 max_tokens=request.max_tokens or 1,
                 sampler=make_request_sampler(request.sampling),
