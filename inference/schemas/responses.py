@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator
 
 from inference.errors import OpenAIError
 from inference.schemas.common import ClientModel, Text
@@ -32,6 +32,9 @@ class InputPart(ClientModel):
     file_id: str | None = None
 
 
+_OUTPUT: TypeAdapter[Any] = TypeAdapter(Text | list[InputPart])
+
+
 class InputItem(ClientModel):
     """An input item: a message (with or without ``type``), ``function_call``, ``function_call_output``,
     ``reasoning`` (dropped), ``item_reference`` (from the store); other types are refused by type."""
@@ -47,7 +50,17 @@ class InputItem(ClientModel):
     name: Text | None = None
     arguments: Text | None = None
     namespace: Text | None = None
-    output: Text | list[InputPart] | None = None
+    # Text or input_text parts for a function_call_output; other item types (refused by type) put objects here.
+    output: Any = None
+
+    def output_parts(self, param: str) -> str | list[InputPart]:
+        """A function_call_output's output: its text, or its parts (a 400 naming ``param`` otherwise)."""
+        if self.output is None:
+            return ""
+        try:
+            return _OUTPUT.validate_python(self.output)  # type: ignore[no-any-return]
+        except ValidationError as exc:
+            raise OpenAIError("A function's output is a string or a list of input_text parts.", param=param) from exc
 
     @property
     def kind(self) -> str | None:
