@@ -17,6 +17,7 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from ninja import Router
+from pydantic import ValidationError
 
 from catalog.models import Profile
 from inference.cloud import cloud_cost
@@ -63,20 +64,28 @@ class Prepared:
     """A request's conversation: the earlier turns (from ``previous_response_id``) and the new input."""
 
     store: bool  # whether this answer will be stored
-    history: list[InputItem] = field(default_factory=list)
+    earlier: list[Json] = field(default_factory=list)  # the earlier turns' items, as stored
     new: list[tuple[str, InputItem]] = field(default_factory=list)  # (param, item), references resolved
     expanded: bool = False  # the items differ from the input the client sent
 
     @property
     def items(self) -> list[tuple[str, InputItem]]:
-        """What the model is shown, each with the param a refusal names."""
-        earlier = [(f"previous_response_id.input[{index}]", item) for index, item in enumerate(self.history)]
-        return [pair for pair in earlier if pair[1].kind in CONVERSATION_KINDS] + self.new
+        """What the model is shown, each with the param a refusal names. Of the earlier turns, the kinds
+        a conversation shows (an upstream's hosted tool calls, relayed back to OpenAI, are not)."""
+        shown = []
+        for index, raw in enumerate(self.earlier):
+            try:
+                item = InputItem.model_validate(raw)
+            except ValidationError:  # an item of a kind MLX Hub never reads (an upstream's own)
+                continue
+            if item.kind in CONVERSATION_KINDS:
+                shown.append((f"previous_response_id.input[{index}]", item))
+        return shown + self.new
 
     @property
     def dumped(self) -> list[Json]:
         """Every item, as stored with the answer and sent to a cloud upstream."""
-        return [_dump(item) for item in self.history] + [_dump(item) for _, item in self.new]
+        return [*self.earlier, *(_dump(item) for _, item in self.new)]
 
 
 async def responses_prepare(payload: ResponsesRequest, *, caller: Caller) -> Prepared:
@@ -97,8 +106,7 @@ async def responses_prepare(payload: ResponsesRequest, *, caller: Caller) -> Pre
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
-        earlier = [*row.input_items, *(row.response.get("output") or [])]
-        prepared.history = [InputItem.model_validate(item) for item in earlier]
+        prepared.earlier = [*row.input_items, *(row.response.get("output") or [])]
         prepared.expanded = True
     items = payload.input_items()
     if not items and payload.previous_response_id is None:
