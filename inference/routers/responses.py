@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 router = Router(tags=["Responses"])
 
 Json = dict[str, Any]
-STORE_OFF = "Responses are not stored on this server; set MLXHUB_RESPONSES_STORE=1 to store them"
+STORE_OFF = "Responses are not stored on this server: set MLXHUB_RESPONSES_STORE=1"
 # The item types of an earlier turn that the conversation shows again (others, e.g. an upstream's hosted
 # tool calls, are relayed back to OpenAI but not shown to other models).
 CONVERSATION_KINDS = frozenset({"message", "function_call", "function_call_output", "reasoning"})
@@ -263,7 +263,7 @@ async def create_response(request: HttpRequest, payload: ResponsesRequest) -> Ht
 
 def _store_reader(request: HttpRequest) -> Caller:
     if not settings.MLXHUB_RESPONSES_STORE:
-        raise OpenAIError(f"{STORE_OFF} and read them back.", status=404, code="store_disabled")
+        raise OpenAIError(f"{STORE_OFF} to store responses and read them back.", status=404, code="store_disabled")
     caller: Caller = request.auth  # type: ignore[attr-defined]
     return caller
 
