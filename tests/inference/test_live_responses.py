@@ -150,7 +150,9 @@ def test_instructions_and_developer_messages_lead_the_conversation(
     assert response.instructions == "be brief"
 
 
-def test_echoed_function_calls_and_their_outputs_are_history(openai_client: openai.OpenAI, tokenizer: Any) -> None:
+def test_echoed_function_calls_and_their_outputs_are_the_history_chat_would_send(
+    openai_client: openai.OpenAI,
+) -> None:
     question = unique("weather in Rome?")
     response = openai_client.responses.create(
         model="demo",
@@ -175,15 +177,24 @@ def test_echoed_function_calls_and_their_outputs_are_history(openai_client: open
         ],
         max_output_tokens=2,
     )
+    # The same turns as chat messages: however the model's template shows calls, both prompts are one.
+    call = {"id": "call_7", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Rome"}'}}
+    chat = openai_client.chat.completions.create(
+        model="demo",
+        messages=[
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_7", "content": "sunny"},
+            {"role": "assistant", "content": "It is sunny."},
+            {"role": "user", "content": "thanks"},
+        ],
+        max_tokens=1,
+    )
 
-    expected = [
-        {"role": "user", "content": question},
-        {"role": "assistant", "content": ""},  # the demo template shows a call's turn by its (empty) text
-        {"role": "tool", "content": "sunny"},
-        {"role": "assistant", "content": "It is sunny."},
-        {"role": "user", "content": "thanks"},
-    ]
-    assert response.usage is not None and response.usage.input_tokens == prompt_tokens(tokenizer, expected)
+    assert response.usage is not None and chat.usage is not None
+    assert response.usage.input_tokens == chat.usage.prompt_tokens
+    one_turn = openai_client.responses.create(model="demo", input=question, max_output_tokens=1)
+    assert one_turn.usage is not None and response.usage.input_tokens > one_turn.usage.input_tokens + 10
     assert response.output[0].type == "message"
 
 
