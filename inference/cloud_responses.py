@@ -13,6 +13,7 @@ import asyncio
 import copy
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,7 +104,7 @@ async def cloud_responses_serve(serving: Serving, target: Target, call: CloudRes
 # ---- streams ------------------------------------------------------------------------------------------------
 
 
-class Adapter:
+class Adapter(ABC):
     """Upstream (event, data) pairs in, Responses events out; ``end`` after the upstream's last event."""
 
     complete = False  # the upstream said its answer was whole
@@ -111,14 +112,15 @@ class Adapter:
     def begin(self) -> list[Json]:
         return []
 
-    def feed(self, event: str, data: Json | None) -> list[Json]:
-        raise NotImplementedError
+    @abstractmethod
+    def feed(self, event: str, data: Json | None) -> list[Json]: ...
 
     def end(self) -> list[Json]:
         return []
 
+    @abstractmethod
     def fail(self, *, message: str, code: str | None, status: int) -> list[Json]:
-        raise NotImplementedError
+        """The events that end a stream the upstream broke."""
 
 
 class PassThrough(Adapter):
@@ -233,8 +235,8 @@ class ResponsesRelay(LedgeredBody):
         except UpstreamError as exc:
             # Bytes have reached the client: no retry, no fallback; the stream ends with error and failed.
             logger.warning("upstream stream failed: %s", exc)
-            yield sse_frames(adapter.fail(message=str(exc), code=exc.code, status=exc.status))
             self.outcome = Outcome(exc.status, exc.code or "upstream_error")
+            yield sse_frames(adapter.fail(message=str(exc), code=exc.code, status=exc.status))
         except (asyncio.CancelledError, GeneratorExit):
             self.outcome = CLIENT_LEFT
             raise
