@@ -113,16 +113,15 @@ class ResponsesRequest(ClientModel):
             "client_metadata",
             "reasoning",
             "truncation",
+            "background_options",  # options of a background response, which is refused by itself
         }
     )
     REFUSED: ClassVar[dict[str, str]] = {
         "background": BACKGROUND,
-        "background_options": BACKGROUND,
         "conversation": "Conversations are not supported; send the history in input, or chain responses with "
         "previous_response_id (MLXHUB_RESPONSES_STORE=1).",
         "prompt": "Stored prompt templates are not supported; send the instructions and input.",
         "moderation": "Moderation is not supported.",
-        "top_logprobs": "logprobs are not supported yet.",
     }
     model: Text = MODEL_NAME
     input: Text | list[InputItem] | None = None
@@ -142,7 +141,6 @@ class ResponsesRequest(ClientModel):
     include: list[str] | None = None
     user: Text | None = Field(default=None, max_length=256)
     background: Any = None
-    background_options: Any = None
     conversation: Any = None
     prompt: Any = None
     moderation: Any = None
@@ -156,11 +154,13 @@ class ResponsesRequest(ClientModel):
     def refuse_background(self) -> None:
         """Refused whatever serves the request: a background response is polled from a store MLX Hub
         does not keep for them."""
-        if self.background or self.background_options:
+        if self.background:
             raise OpenAIError(BACKGROUND, param="background", code="unsupported_parameter")
 
     def refuse_fields(self, param: str = "") -> None:
         super().refuse_fields(param)
+        if self.top_logprobs:  # 0 asks for none (the SDK's own response objects say 0)
+            raise OpenAIError("logprobs are not supported yet.", param="top_logprobs", code="unsupported_parameter")
         for value in self.include or []:
             if value in REFUSED_INCLUDES:
                 raise OpenAIError(REFUSED_INCLUDES[value], param="include", code="unsupported_parameter")
