@@ -64,6 +64,7 @@ api.add_router("", openai.router)
 api.add_router("", anthropic.router)
 api.add_router("", embeddings.router)
 api.add_router("", models.router)
+api.add_router("", "inference.routers.responses.router")
 
 
 def wants_anthropic(request: HttpRequest) -> bool:

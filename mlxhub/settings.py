@@ -293,10 +293,13 @@ else:
     }
 
 MLXHUB_AUDIT_RETENTION_DAYS = _env_int("MLXHUB_AUDIT_RETENTION_DAYS", 90)
+# Keep /v1/responses answers (with their prompt text) for previous_response_id and GET; off by default.
+MLXHUB_RESPONSES_STORE = _env_bool("MLXHUB_RESPONSES_STORE", False)
 # /metrics answers without a key only when this is on (e.g. a scraper on a private network).
 MLXHUB_METRICS_PUBLIC = _env_bool("MLXHUB_METRICS_PUBLIC", False)
 CELERY_BEAT_SCHEDULE = {
     "audit-purge": {"task": "audit.tasks.audit_log_purge_expired", "schedule": 3600.0},
+    "responses-purge": {"task": "inference.tasks.stored_responses_purge_expired", "schedule": 3600.0},
 }
 
 CELERY_TASK_SERIALIZER = "json"
