@@ -35,6 +35,7 @@ ENGINE_SIDE = (
     "inference.bench.engine_alone",
 )
 SEAM = (
+    "inference.engine.grammars",
     "inference.engine.client",
     "inference.engine.types",
     "inference.engine.stats",
