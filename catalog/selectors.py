@@ -62,6 +62,7 @@ class SearchQuery:
     sort: str = "downloads"
     page: int = 1
     per_page: int = SEARCH_PAGE_SIZE
+    max_size_bytes: int | None = None  # the repository's stored size; the hub cannot filter on it
 
     def __post_init__(self) -> None:
         if self.sort not in SEARCH_SORTS:
@@ -110,6 +111,8 @@ def _summary(model: Any) -> dict[str, Any]:
 
 
 def _matches(summary: dict[str, Any], query: SearchQuery) -> bool:
+    if query.max_size_bytes is not None and (summary["size_bytes"] or 0) > query.max_size_bytes:
+        return False
     if query.quantization and summary["quantization"].lower() != query.quantization.lower():
         return False
     if query.architecture:
@@ -127,7 +130,7 @@ def hub_search(query: SearchQuery) -> SearchPage:
     cached = cache.get(key)
     if cached is not None:
         return SearchPage(**cached)
-    filtering_here = bool(query.quantization or query.architecture)
+    filtering_here = bool(query.quantization or query.architecture or query.max_size_bytes is not None)
     wanted = query.page * query.per_page + 1  # one more than the page: is there a next one?
     models = hub.call(
         "the model search",
@@ -211,3 +214,82 @@ def download_active_for(*, repo_id: str, revision: str) -> Download | None:
 
 def local_models_listed() -> QuerySet[LocalModel]:
     return LocalModel.objects.prefetch_related("profiles").order_by("repo_id", "path")
+
+
+# The engine's pool as the pages show it; ``pool`` is catalog.services.pool.pool_models(), read once per page.
+@dataclass(frozen=True)
+class PoolMemory:
+    budget_bytes: int
+    weights_bytes: int
+    cache_bytes: int
+
+    @property
+    def used_bytes(self) -> int:
+        return self.weights_bytes + self.cache_bytes
+
+    @property
+    def free_bytes(self) -> int:
+        return max(0, self.budget_bytes - self.used_bytes)
+
+    @property
+    def percent(self) -> float:
+        return min(100.0, 100.0 * self.used_bytes / self.budget_bytes) if self.budget_bytes else 0.0
+
+
+def pool_memory(*, pool: dict[str, dict[str, Any]]) -> PoolMemory:
+    """Loaded weights plus the shared prefix cache, against the memory budget."""
+    loaded = [stats for stats in pool.values() if stats.get("state") == "loaded"]
+    return PoolMemory(
+        budget_bytes=memory_budget_bytes(settings.MLXHUB_MEMORY_BUDGET_BYTES),
+        weights_bytes=sum(int(stats.get("weights_bytes", 0)) for stats in loaded),
+        # Every model's stats carry the one prefix cache's size: count it once.
+        cache_bytes=max((int(stats.get("prefix_cache_bytes", 0)) for stats in loaded), default=0),
+    )
+
+
+@dataclass(frozen=True)
+class ProfileState:
+    profile: Profile
+    state: str  # loaded, loading or unloaded
+    weights_bytes: int
+    active_requests: int
+    waiting: int
+    kernel: str
+    last_error: str
+
+    @property
+    def busy(self) -> bool:
+        return self.state == "loading" or self.active_requests > 0
+
+
+def _kernel_words(stats: dict[str, Any]) -> str:
+    # "optimized, float32 via mkl" or "stock, bfloat16".
+    words = ", ".join(str(part) for part in (stats.get("kernel_path"), stats.get("weights_dtype")) if part)
+    return f"{words} via {stats['blas']}" if stats.get("blas") and words else words
+
+
+def profiles_with_state(*, pool: dict[str, dict[str, Any]], enabled_only: bool = False) -> list[ProfileState]:
+    profiles = Profile.objects.select_related("local_model").order_by("name")
+    if enabled_only:
+        profiles = profiles.filter(enabled=True)
+    rows = []
+    for profile in profiles:
+        stats = pool.get(profile.local_model.path, {})
+        state = str(stats.get("state", "unloaded"))
+        rows.append(
+            ProfileState(
+                profile=profile,
+                state=state,
+                weights_bytes=int(stats.get("weights_bytes", 0)) if state == "loaded" else 0,
+                active_requests=int(stats.get("active_requests", 0)),
+                waiting=int(stats.get("waiting", 0)),
+                kernel=_kernel_words(stats) if state == "loaded" else "",
+                last_error=str(stats.get("last_error") or ""),
+            )
+        )
+    return rows
+
+
+def local_model_fits(*, local_model: LocalModel) -> bool:
+    """Whether the folder's weights fit the memory budget (its size on disk, the weights being most of it)."""
+    return fits_memory(local_model.size_bytes, memory_budget_bytes(settings.MLXHUB_MEMORY_BUDGET_BYTES))

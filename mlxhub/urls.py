@@ -3,7 +3,6 @@ from __future__ import annotations
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path, re_path
-from django.views.generic import RedirectView
 from rest_framework.routers import DefaultRouter
 
 from audit.api import AuditLogView, UsageView, metrics_view
@@ -12,6 +11,12 @@ from inference.api import api as v1_api
 from inference.errors import OpenAIError, error_response
 from mlxhub.accounts.api import ApiKeyViewSet, TeamViewSet
 from mlxhub.health import healthz, readyz
+
+# The admin is MLX Hub's too: its header says so, and "View site" leads back to the pages.
+admin.site.site_header = "MLX Hub"
+admin.site.site_title = "MLX Hub admin"
+admin.site.index_title = "Administration"
+admin.site.site_url = "/"
 
 router = DefaultRouter()
 router.register("keys", ApiKeyViewSet, basename="apikey")
@@ -26,7 +31,6 @@ def v1_not_found(request: HttpRequest) -> HttpResponse:
 
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/catalog/", include("catalog.urls")),
     path("api/routing/", include("routing.urls")),
@@ -41,4 +45,6 @@ urlpatterns = [
     re_path(r"^v1/.*$", v1_not_found),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # The pages for people: /, /login/, /models/, /discover/, /downloads/, /playground/, /keys/, /usage/ …
+    path("", include("mlxhub.page_urls")),
 ]
