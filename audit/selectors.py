@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -108,7 +109,7 @@ def percentile(values: list[int], share: float) -> int | None:
     """Nearest-rank percentile of already sorted ``values`` (None when there are none)."""
     if not values:
         return None
-    rank = max(1, min(len(values), round(share * len(values) + 0.5)))
+    rank = max(1, min(len(values), math.ceil(share * len(values))))
     return values[rank - 1]
 
 
