@@ -25,13 +25,12 @@ class KeyCreateForm(forms.Form):
         help_text="Empty: never expires. It stops working at the start of that day (UTC).",
     )
 
-    def __init__(self, *args: Any, teams: Any, models: list[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, teams: Any, models: list[str], preferred: Team | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         team_field = self.fields["team"]
         assert isinstance(team_field, forms.ModelChoiceField)
         team_field.queryset = teams
-        if len(teams) == 1:
-            team_field.initial = teams[0].pk
+        team_field.initial = preferred.pk if preferred is not None else None
         models_field = self.fields["allowed_models"]
         assert isinstance(models_field, forms.MultipleChoiceField)
         models_field.choices = [(name, name) for name in models]

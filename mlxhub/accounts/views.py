@@ -81,7 +81,10 @@ def _keys_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
 
 
 def _create_forms(request: HttpRequest, data: Any = None) -> tuple[KeyCreateForm, KeyLimitsForm | None]:
-    form = KeyCreateForm(data, teams=_key_teams(request), models=_model_names())
+    # The user's own (first) team is the default, also for a superuser who may pick any.
+    own = Membership.objects.filter(user=actor(request)).select_related("team").order_by("team__name").first()
+    teams = _key_teams(request)
+    form = KeyCreateForm(data, teams=teams, models=_model_names(), preferred=own.team if own else None)
     limits = KeyLimitsForm(data, prefix="limits") if has_role(request, Role.ADMIN) else None
     return form, limits
 

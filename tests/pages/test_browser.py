@@ -55,8 +55,10 @@ PAGES = {
     "/team/": "Team Research",
 }
 DOWNLOAD_REPO = f"{ORG}/browser-tiny"
-# A profile with room for a long generation: the tiny model's 2048 positions, raised (RoPE does not mind).
+# A profile with room for a long generation: the tiny model's 2048 positions, raised (RoPE does not mind), on a
+# folder of its own (a loaded folder keeps the context of the profile that loaded it).
 LONG_CONTEXT = 32768
+LONG_REPO = "local/long-tiny"
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_hub: FakeHub, tiny_mode
     stack.start_worker()
     try:
         stack.hub = start_hub(home, **extra)
+        shutil.copytree(tiny_model_dir, home / "long-tiny")
+        stack.hub.manage("register_model", str(home / "long-tiny"), "--name", "long-base")
         for username, role in ROLES.items():
             stack.hub.manage(
                 "user_add", username, "--team", "Research", "--role", role, "--password", PASSWORDS[username]
@@ -246,12 +250,14 @@ def test_a_member_chats_and_the_reply_grows_on_the_page_before_it_ends(tab: Brow
     tab.sign_in("bob")
     page = tab.open("/playground/?profile=demo")
     install_length_recorder(page)
+    page.fill("#temperature", "0")  # greedy: the tiny model's random weights never pick an end token then
     page.fill("#max-tokens", "300")
     page.fill("#prompt", "Tell me about MLX.")
     page.press("#prompt", "Enter")
 
-    page.wait_for_selector(".msg.assistant[data-state=done]", timeout=120_000)
+    reply = page.wait_for_selector(".msg.assistant:is([data-state=done], [data-state=error])", timeout=120_000)
 
+    assert reply.get_attribute("data-state") == "done", reply.inner_text()
     streaming = [length for state, length in page.evaluate("window.replyLengths") if state == "streaming"]
     assert len({length for length in streaming if length > 0}) >= 3, streaming  # visibly growing, then done
     meta = page.locator(".msg-meta").last.inner_text()
@@ -261,14 +267,21 @@ def test_a_member_chats_and_the_reply_grows_on_the_page_before_it_ends(tab: Brow
 
 
 def test_stop_ends_a_long_generation_and_the_engine_shows_it_cancelled(tab: Browser, stack: Stack):
-    local = local_model_of(stack, "local/mlxhub-demo")
+    local = local_model_of(stack, LONG_REPO)
     tab.sign_in("bob")
     make_profile(tab, "browser-long", str(local["id"]), context_length=LONG_CONTEXT)
     page = tab.open("/playground/?profile=browser-long")
+    page.fill("#temperature", "0")  # greedy: it cannot end by itself before max_tokens
     page.fill("#max-tokens", str(LONG_CONTEXT - 100))
     page.fill("#prompt", "Go on for as long as you can.")
     page.press("#prompt", "Enter")
-    page.wait_for_function("document.querySelector('.msg.assistant')?.textContent.length > 20", timeout=120_000)
+    page.wait_for_function(
+        "['streaming', 'error'].includes(document.querySelector('.msg.assistant')?.dataset.state)"
+        " && document.querySelector('.msg.assistant').textContent.length > 20",
+        timeout=120_000,
+    )
+    reply = page.locator(".msg.assistant")
+    assert reply.get_attribute("data-state") == "streaming", reply.inner_text()
     assert page.is_visible("#stop") and not page.is_visible("#send")
 
     page.click("#stop")
@@ -283,7 +296,7 @@ def test_stop_ends_a_long_generation_and_the_engine_shows_it_cancelled(tab: Brow
             lambda: (client.get("/api/audit/", params={"model": "browser-long"}).json()["results"] or [None])[0]
         )
     assert row["cancelled"] is True and row["streamed"] is True and row["user"] == "bob"
-    assert 0 < row["completion_tokens"] < LONG_CONTEXT - 100
+    assert row["status_code"] == 499 and 0 < row["completion_tokens"] < LONG_CONTEXT - 100
 
 
 def test_a_member_makes_a_key_and_sees_its_secret_once(tab: Browser, stack: Stack):
