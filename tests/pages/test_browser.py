@@ -22,6 +22,7 @@ from tests.catalog import fakehub
 from tests.catalog.fakehub import ORG, FakeHub, text_repo
 from tests.catalog.test_downloads_worker import Stack
 from tests.conftest import LiveHub, hub_env, start_hub, stop_hub
+from tests.model_builders import build_tiny_paligemma, minilm_path
 
 fake_hub = fakehub.fake_hub
 
@@ -79,6 +80,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_hub: FakeHub, tiny_mode
         stack.hub = start_hub(home, **extra)
         shutil.copytree(tiny_model_dir, home / "long-tiny")
         stack.hub.manage("register_model", str(home / "long-tiny"), "--name", "long-base")
+        # The real all-MiniLM-L6-v2 for the embeddings tab, a tiny PaliGemma for images.
+        stack.hub.manage("register_model", str(minilm_path()), "--name", "minilm")
+        vision = build_tiny_paligemma(home / "paligemma")
+        stack.hub.manage("register_model", str(vision), "--name", "tiny-vision")
         for username, role in ROLES.items():
             stack.hub.manage(
                 "user_add", username, "--team", "Research", "--role", role, "--password", PASSWORDS[username]
@@ -297,6 +302,44 @@ def test_stop_ends_a_long_generation_and_the_engine_shows_it_cancelled(tab: Brow
         )
     assert row["cancelled"] is True and row["streamed"] is True and row["user"] == "bob"
     assert row["status_code"] == 499 and 0 < row["completion_tokens"] < LONG_CONTEXT - 100
+
+
+def test_the_embeddings_tab_compares_two_texts_with_a_real_model(tab: Browser):
+    tab.sign_in("bob")
+    page = tab.open("/playground/")
+    page.click("#embeddings-tab")
+    page.select_option("#embedding-profile", "minilm")
+    # The page's own example: the pair whose similarity sentence-transformers publishes (0.7553).
+    assert page.input_value("#text-a") == "A man is eating food."
+    assert page.input_value("#text-b") == "A man is eating a piece of bread."
+
+    page.click("#compare")
+
+    page.wait_for_selector("#similarity-value, #similarity-result .error-text", timeout=60_000)
+    assert page.locator("#similarity-value").count() == 1, page.inner_text("#similarity-result")
+    assert abs(float(page.inner_text("#similarity-value")) - 0.755) < 0.01
+    assert "384 dimensions" in page.inner_text("#similarity-result")
+
+
+def test_a_vision_model_answers_about_an_uploaded_image(tab: Browser, tmp_path: Path):
+    from PIL import Image
+
+    image = tmp_path / "square.png"
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(image)
+    tab.sign_in("bob")
+    page = tab.open("/playground/?profile=tiny-vision")
+    assert page.is_visible("#image-row")  # only a vision profile offers an image
+
+    page.set_input_files("#image", str(image))
+    page.fill("#temperature", "0")
+    page.fill("#max-tokens", "8")
+    page.fill("#prompt", "What colour is this?")
+    page.press("#prompt", "Enter")
+
+    reply = page.wait_for_selector(".msg.assistant:is([data-state=done], [data-state=error])", timeout=120_000)
+    assert reply.get_attribute("data-state") == "done", reply.inner_text()
+    assert page.locator(".msg.user img").count() == 1
+    assert "8 completion tokens" in page.locator(".msg-meta").last.inner_text()
 
 
 def test_a_member_makes_a_key_and_sees_its_secret_once(tab: Browser, stack: Stack):
