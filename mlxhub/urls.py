@@ -15,7 +15,6 @@ from mlxhub.health import healthz, readyz
 # The admin is MLX Hub's too: its header says so, and "View site" leads back to the pages.
 admin.site.site_header = "MLX Hub"
 admin.site.site_title = "MLX Hub admin"
-admin.site.index_title = "Administration"
 admin.site.site_url = "/"
 
 router = DefaultRouter()
