@@ -15,6 +15,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from catalog import views
 from catalog.forms import HubTokenForm
 from catalog.models import Download, HubToken, LocalModel, Profile
 from catalog.services import (
@@ -31,7 +32,6 @@ from catalog.services import (
     profile_save,
 )
 from catalog.services.pool import pool_models, profile_load, profile_unload
-from catalog.views import admin_pages as views
 from inference.engine.types import EngineError
 
 
