@@ -32,6 +32,7 @@ from catalog.services import (
     profile_save,
 )
 from catalog.services.pool import pool_models, profile_load, profile_unload
+from inference.engine.stats import ModelStats
 from inference.engine.types import EngineError
 
 
@@ -131,7 +132,8 @@ class ProfileAdmin(admin.ModelAdmin):
 
         @admin.display(description="state")
         def state(profile: Profile) -> str:
-            return _pool_state(pool.get(profile.local_model.path, {}))
+            key = profile.local_model.path
+            return _pool_state(pool.get(key) or ModelStats(key=key))
 
         columns: list[Any] = list(self.list_display)
         columns.insert(columns.index("local_model") + 1, state)
@@ -146,7 +148,7 @@ class ProfileAdmin(admin.ModelAdmin):
             except EngineError as exc:
                 self.message_user(request, f"{profile.name} was not loaded: {exc}", messages.ERROR)
                 continue
-            loaded.append(f"{profile.name} ({filesizeformat(stats.get('weights_bytes', 0))})")
+            loaded.append(f"{profile.name} ({filesizeformat(stats.weights_bytes)})")
         if loaded:
             self.message_user(request, f"Loaded {', '.join(loaded)}.", messages.SUCCESS)
 
@@ -172,18 +174,16 @@ class ProfileAdmin(admin.ModelAdmin):
             self.message_user(request, f"Unloaded {', '.join(unloaded)}.", messages.SUCCESS)
 
 
-def _pool_state(stats: dict[str, Any]) -> str:
-    state = str(stats.get("state", "unloaded"))
-    if state != "loaded":
-        return state
-    running = stats.get("active_requests", 0)
-    busy = f", {running} running" if running else ""
+def _pool_state(stats: ModelStats) -> str:
+    if stats.state != "loaded":
+        return stats.state
+    busy = f", {stats.active_requests} running" if stats.active_requests else ""
     # Which kernel path it runs on: "optimized, float32 via mkl" or "stock, bfloat16".
-    kernel = ", ".join(str(part) for part in (stats.get("kernel_path"), stats.get("weights_dtype")) if part)
-    if stats.get("blas"):
-        kernel += f" via {stats['blas']}"
+    kernel = ", ".join(part for part in (stats.kernel_path, stats.weights_dtype) if part)
+    if stats.blas:
+        kernel += f" via {stats.blas}"
     kernel = f", {kernel}" if kernel else ""
-    return f"loaded ({filesizeformat(stats.get('weights_bytes', 0))}{kernel}{busy})"
+    return f"loaded ({filesizeformat(stats.weights_bytes)}{kernel}{busy})"
 
 
 DownloadAction = Callable[..., Download]

@@ -49,6 +49,7 @@ from catalog.services import (
     profile_save,
 )
 from catalog.services.pool import pool_models, profile_load, profile_unload
+from inference.engine.stats import ModelStats
 from inference.engine.types import EngineError
 from mlxhub.accounts.models import Role
 
@@ -355,6 +356,12 @@ class UnloadSerializer(serializers.Serializer):  # type: ignore[type-arg]
     )
 
 
+def _pool_body(profile: Profile, stats: ModelStats) -> dict[str, Any]:
+    body = stats.as_wire()
+    body.pop("key")  # the folder: `path` says it, for the admins who alone may call these
+    return {"id": profile.name, **body}
+
+
 class ModelLoadView(APIView):
     """POST /api/models/{name}/load: {name} is a profile, as clients name it; 200 with the model's stats."""
 
@@ -367,7 +374,7 @@ class ModelLoadView(APIView):
             stats = profile_load(profile=profile, actor=cast(User, request.user))
         except EngineError as exc:
             raise _problem_from(exc) from exc
-        return Response({"id": profile.name, **stats})
+        return Response(_pool_body(profile, stats))
 
 
 class ModelUnloadView(APIView):
@@ -384,7 +391,7 @@ class ModelUnloadView(APIView):
             result = profile_unload(profile=profile, actor=cast(User, request.user), force=body.validated_data["force"])
         except EngineError as exc:
             raise _problem_from(exc) from exc
-        return Response({"id": profile.name, **result})
+        return Response({"id": profile.name, "state": result.state})
 
 
 class UnknownUrlView(APIView):

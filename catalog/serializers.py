@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rest_framework import serializers
 
 from catalog.models import LocalModel, Profile
+from inference.engine.stats import ModelStats
 
 # OpenAI's ranges: what a request may send is what a profile may default to.
 TEMPERATURE_MAX = 2.0
@@ -45,16 +44,16 @@ class ProfileSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
         ]  # fmt: skip
         read_only_fields = ["id", "created_at"]
 
-    def _pool_stats(self, profile: Profile) -> dict[str, Any]:
-        stats: dict[str, Any] = self.context.get("pool", {}).get(profile.local_model.path, {})
+    def _pool_stats(self, profile: Profile) -> ModelStats:
+        key = profile.local_model.path
+        stats: ModelStats = self.context.get("pool", {}).get(key) or ModelStats(key=key)
         return stats
 
     def get_state(self, profile: Profile) -> str:
-        return str(self._pool_stats(profile).get("state", "unloaded"))
+        return self._pool_stats(profile).state
 
     def get_weights_bytes(self, profile: Profile) -> int:
-        stats = self._pool_stats(profile)
-        return int(stats.get("weights_bytes", 0)) if stats.get("state") == "loaded" else 0
+        return self._pool_stats(profile).memory_bytes
 
     def get_active_requests(self, profile: Profile) -> int:
-        return int(self._pool_stats(profile).get("active_requests", 0))
+        return self._pool_stats(profile).active_requests

@@ -7,3 +7,8 @@ class InferenceConfig(AppConfig):
     name = "inference"
     verbose_name = "Inference"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from inference import metrics
+
+        metrics.register()  # /metrics serves what this app measures

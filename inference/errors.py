@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.http import HttpResponse, JsonResponse
@@ -54,15 +53,6 @@ def error_response(error: OpenAIError) -> HttpResponse:
     for name, value in error.headers.items():
         response[name] = value
     return response
-
-
-def sse_data(payload: dict[str, Any]) -> bytes:
-    """One server-sent event in OpenAI's framing (compact JSON)."""
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-
-def sse_error(error: OpenAIError) -> bytes:
-    return sse_data(error_body(message=str(error), status=error.status, code=error.code, param=error.param))
 
 
 def param_from_loc(loc: list[Any] | tuple[Any, ...]) -> str | None:

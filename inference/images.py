@@ -1,5 +1,9 @@
 """Load the images of a chat request: ``data:`` URLs and http(s) URLs, checked before use.
 
+The web side fetches and checks an image (its format and its size in pixels, read from
+its header: nothing is decoded here); the encoded bytes go to the engine, which decodes
+them (``inference.engine.pictures``).
+
 Every refusal is an ``ImageError`` whose message can be shown to the API client
 as a 400. Remote fetches guard against server-side request forgery: the host is
 resolved once, every address it resolves to must be public, and the connection
@@ -19,13 +23,10 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 import httpx
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Returns why an address is refused, or None when it may be fetched from.
@@ -47,6 +48,19 @@ USER_AGENT = "MLX-Hub image fetcher"
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 
 
+@dataclass(frozen=True)
+class FetchedImage:
+    """An image file checked to be a whole PNG, JPEG, WEBP or GIF of at most the allowed pixels."""
+
+    data: bytes
+    format: str
+    size: tuple[int, int]  # width, height
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
+
+
 class ImageError(ValueError):
     """An image the request cannot use; the message is written for the API client."""
 
@@ -66,8 +80,8 @@ async def load_image(
     address_guard: AddressGuard | None = None,
     resolver: Resolver | None = None,
     ssl_context: ssl.SSLContext | None = None,
-) -> Image.Image:
-    """Fetch or decode the image at ``url`` and return it as an RGB Pillow image.
+) -> FetchedImage:
+    """Fetch or decode the image at ``url`` and check it (format, whole file, size in pixels).
 
     ``max_bytes`` caps the encoded image (decoded base64, or the HTTP body);
     ``timeout`` caps the whole fetch (DNS, connect, redirects, body) in seconds.
@@ -89,8 +103,8 @@ async def load_image(
             raise ImageError(f"Fetching the image timed out after {timeout:g} seconds.") from None
     else:
         raise ImageError("Image URLs must be http(s) URLs or base64 data: URLs.")
-    # Decoding a large image takes a while; keep it off the event loop.
-    return await asyncio.to_thread(decode_image, data, max_pixels=max_pixels)
+    # Verifying a large file takes a while; keep it off the event loop.
+    return await asyncio.to_thread(probe_image, data, max_pixels=max_pixels)
 
 
 def _decode_data_url(url: str, *, max_bytes: int) -> bytes:
@@ -118,38 +132,24 @@ def _decode_data_url(url: str, *, max_bytes: int) -> bytes:
     return data
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Check that ``data`` is a whole PNG, JPEG, WEBP or GIF image and return it as RGB."""
+def probe_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> FetchedImage:
+    """Check that ``data`` is a whole PNG, JPEG, WEBP or GIF image of at most ``max_pixels``, without
+    decoding its pixels (Pillow reads the header and verifies the file's structure)."""
     from PIL import Image, UnidentifiedImageError
 
     formats = list(FORMATS)
     try:
         with Image.open(io.BytesIO(data), formats=formats) as probe:
-            image_format = probe.format
+            image_format = probe.format or formats[0]
             width, height = probe.size
             probe.verify()
-        if width * height > max_pixels:
-            raise ImageError(f"The image is {width} x {height} pixels; at most {max_pixels} pixels are allowed.")
-        image: Image.Image = Image.open(io.BytesIO(data), formats=[image_format or formats[0]])
-        image.load()
-        return _as_rgb(image)
-    except ImageError:
-        raise
     except UnidentifiedImageError:
         raise ImageError("The image is not a PNG, JPEG, WEBP or GIF image.") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageError(f"The image could not be decoded: {error}") from None
-
-
-def _as_rgb(image: Image.Image) -> Image.Image:
-    from PIL import Image, ImageOps
-
-    image = ImageOps.exif_transpose(image) or image  # photos stored sideways with an orientation tag
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent pixels become white, not whatever color they happen to store.
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
-    return image.convert("RGB")
+    if width * height > max_pixels:
+        raise ImageError(f"The image is {width} x {height} pixels; at most {max_pixels} pixels are allowed.")
+    return FetchedImage(data=data, format=image_format, size=(width, height))
 
 
 def refusal_reason(address: IPAddress) -> str | None:

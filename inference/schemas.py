@@ -11,6 +11,10 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_STOP_SEQUENCES = 16
+# Stop strings are matched against every decoded piece on the engine thread: bounded, so no request can
+# buy seconds of its CPU (16 stops of 200,000 characters did).
+MAX_STOP_LENGTH = 256
+MAX_STOP_TOTAL = 1024
 # OpenAI takes seeds as 64-bit integers; accept both the signed and the unsigned range.
 MIN_SEED = -(2**63)
 MAX_SEED = 2**64 - 1
@@ -26,6 +30,15 @@ def _utf8(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_utf8)]
+
+
+def check_stops(value: str | list[str] | None) -> str | list[str] | None:
+    stops = [value] if isinstance(value, str) else list(value or [])
+    if any(len(stop) > MAX_STOP_LENGTH for stop in stops):
+        raise ValueError(f"a stop sequence may have at most {MAX_STOP_LENGTH} characters")
+    if sum(len(stop) for stop in stops) > MAX_STOP_TOTAL:
+        raise ValueError(f"the stop sequences may have at most {MAX_STOP_TOTAL} characters in all")
+    return value
 
 
 class StrictModel(BaseModel):
@@ -119,7 +132,7 @@ class SamplingFields(StrictModel):
     def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
         if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
             raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
-        return value
+        return check_stops(value)
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -178,6 +191,13 @@ class AnthropicCountTokensRequest(StrictModel):
 class AnthropicMessagesRequest(AnthropicCountTokensRequest):
     max_tokens: int = Field(ge=1)
     stop_sequences: list[Text] | None = Field(default=None, max_length=MAX_STOP_SEQUENCES)
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _stops(cls, value: list[str] | None) -> list[str] | None:
+        check_stops(value)
+        return value
+
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=0)

@@ -1,253 +1,193 @@
-"""Turn validated /v1 bodies into engine requests, and engine events into OpenAI bodies."""
+"""The request ledger: one /v1 request's bookkeeping, closed exactly once whatever happens.
+
+At admission the request reserves its maximum cost against its key's and team's limits;
+when it ends (answered, refused, failed, timed out, or abandoned by its client) the
+reservation settles to real usage, the metrics move and the audit row is queued. Only
+the serving module (``inference.serving``) opens and closes a ledger; ``close`` is safe
+to call from any thread and any number of times (a dropped response is closed from a
+worker thread), and it acts once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 import time
-import uuid
-from typing import Any
+from dataclasses import dataclass
 
-from catalog.models import ModelKind, Profile
-from inference.engine.types import GenerationRequest, ModelSpec, SamplingParams
+from audit.services import RequestAudit, request_audit_write
+from inference.engine.client import RequestStream
+from inference.engine.types import EngineEvent, FinishEvent, finish_event
 from inference.errors import OpenAIError
-from inference.schemas import ChatCompletionRequest, CompletionRequest, ImagePart, SamplingFields, TextPart
+from inference.metrics import request_observe
+from mlxhub.accounts.callers import Caller
+from mlxhub.accounts.limits import LimitExceeded, Reservation, usage_reserve
 
-DEFAULT_TEMPERATURE = 1.0
-# Tokens a chat template adds around each message (role markers, separators), at most.
-TEMPLATE_TOKENS_PER_MESSAGE = 16
-# Tokens one image may become in a vision prompt, at most (for the usage reservation before tokenizing).
-IMAGE_TOKENS_BOUND = 4096
-# Which endpoints each kind of model serves.
-SERVES = {
-    "chat completions": {ModelKind.TEXT, ModelKind.VISION},
-    "text completions": {ModelKind.TEXT},
-    "embeddings": {ModelKind.EMBEDDING},
-}
+logger = logging.getLogger(__name__)
+
+# How long an abandoned request waits for the engine's word on what it produced.
+ABANDON_GRACE_SECONDS = 5.0
 
 
-def require_kind(profile: Profile, what: str) -> None:
-    """A request of the wrong kind (chat to an embedding model) gets a 400 saying so."""
-    kind = profile.local_model.kind
-    if kind not in SERVES[what]:
-        endpoint = {
-            ModelKind.EMBEDDING: "/v1/embeddings",
-            ModelKind.TEXT: "/v1/chat/completions or /v1/completions",
-            ModelKind.VISION: "/v1/chat/completions",
-        }[ModelKind(kind)]
-        raise OpenAIError(
-            f"The model '{profile.name}' is a {kind} model and does not serve {what}; use {endpoint}.",
-            param="model",
-            code="wrong_model_kind",
+@dataclass(frozen=True)
+class Outcome:
+    status: int
+    error_type: str = ""
+    cancelled: bool = False
+
+
+CLIENT_LEFT = Outcome(499, "client_disconnected", cancelled=True)
+
+
+class RequestLedger:
+    def __init__(self, *, caller: Caller, request_id: str, endpoint: str, model: str, streamed: bool) -> None:
+        self.caller = caller
+        self.audit = RequestAudit(
+            request_id=request_id,
+            endpoint=endpoint,
+            model_requested=model[:200],
+            user_id=caller.user.pk,
+            team_id=caller.team.pk if caller.team is not None else None,
+            key_prefix=caller.key_prefix,
+            streamed=streamed,
         )
+        self.reservation: Reservation | None = None
+        # What the engine (or the upstream) reported so far: an abandoned request settles to these counts.
+        self.seen: FinishEvent = finish_event("cancelled", prompt=0, completion=0)
+        self.outcome = Outcome(500, "internal_error")  # until told otherwise
+        self.finish: FinishEvent | None = None
+        self.abandoning = False
+        self.streaming = False  # a streamed body owns the close from when it exists (inference.serving)
+        self.closed = False
+        self._lock = threading.Lock()
 
+    # ---- while the request runs ---------------------------------------------------------------
 
-def message_bytes(message: dict[str, Any]) -> int:
-    content = message["content"]
-    if isinstance(content, str):
-        return len(content.encode())
-    return sum(len(str(part.get("text", "")).encode()) for part in content)
+    def served_by(self, *, backend: str, model: str) -> None:
+        self.audit.backend = backend
+        self.audit.model_served = model
 
-
-def model_spec_for(profile: Profile) -> ModelSpec:
-    return {
-        "key": profile.local_model.path,
-        "path": profile.local_model.path,
-        "context_length": profile.effective_context_length(),
-        "kind": profile.local_model.kind,  # type: ignore[typeddict-item]
-        "pinned": profile.pinned,
-        "idle_ttl": float(profile.idle_ttl_seconds) if profile.idle_ttl_seconds else None,
-    }
-
-
-def refuse_unsupported(payload: SamplingFields, *, images: bool = False) -> None:
-    """Fields the engine does not honour yet: a 400 naming them, never a silent ignore."""
-    if payload.n is not None and payload.n > 1:
-        raise OpenAIError("n > 1 is not supported yet; send one request per choice.", param="n")
-    if payload.logprobs not in (None, False, 0):
-        raise OpenAIError("logprobs are not supported yet.", param="logprobs")
-    if payload.top_logprobs:
-        raise OpenAIError("top_logprobs is not supported yet.", param="top_logprobs")
-    if isinstance(payload, ChatCompletionRequest):
-        if payload.tools:
-            raise OpenAIError("Tool calling is not supported yet.", param="tools")
-        if payload.tool_choice not in (None, "none"):
-            raise OpenAIError("Tool calling is not supported yet.", param="tool_choice")
-        if payload.response_format is not None and payload.response_format.type != "text":
-            raise OpenAIError(
-                f"response_format {payload.response_format.type!r} is not supported yet; only 'text' is.",
-                param="response_format",
-            )
-        for index, message in enumerate(payload.messages):
-            if message.role == "tool" or message.tool_calls:
-                raise OpenAIError("Tool calling is not supported by local models yet.", param=f"messages[{index}]")
-            if isinstance(message.content, list):
-                for part_index, part in enumerate(message.content):
-                    if isinstance(part, ImagePart) and not images:
-                        raise OpenAIError(
-                            "Image inputs are not supported by this model.",
-                            param=f"messages[{index}].content[{part_index}]",
-                        )
-    if isinstance(payload, CompletionRequest):
-        if payload.echo:
-            raise OpenAIError("echo is not supported yet.", param="echo")
-        if payload.suffix:
-            raise OpenAIError("suffix is not supported.", param="suffix")
-        if payload.best_of not in (None, 1):
-            raise OpenAIError("best_of is not supported.", param="best_of")
-
-
-def sampling_params(payload: SamplingFields, profile: Profile) -> SamplingParams:
-    temperature = payload.temperature
-    if temperature is None:
-        temperature = profile.default_temperature if profile.default_temperature is not None else DEFAULT_TEMPERATURE
-    top_p = payload.top_p if payload.top_p is not None else (profile.default_top_p or 1.0)
-    return SamplingParams(
-        temperature=temperature,
-        top_p=top_p,
-        top_k=payload.top_k or 0,
-        min_p=payload.min_p or 0.0,
-        presence_penalty=payload.presence_penalty or 0.0,
-        frequency_penalty=payload.frequency_penalty or 0.0,
-        repetition_penalty=payload.repetition_penalty or 1.0,
-        logit_bias={int(token): bias for token, bias in (payload.logit_bias or {}).items()},
-        # mx.random.key takes an unsigned 64-bit seed; a negative seed maps to its two's complement.
-        seed=payload.seed % (1 << 64) if payload.seed is not None else None,
-    )
-
-
-def engine_messages(payload: ChatCompletionRequest, *, vision: bool) -> list[dict[str, Any]]:
-    """Messages as the engine renders them: text, or for a vision model text and image placeholders in order."""
-    messages: list[dict[str, Any]] = []
-    for message in payload.messages:
-        role = "system" if message.role == "developer" else message.role
-        if vision and isinstance(message.content, list) and any(isinstance(p, ImagePart) for p in message.content):
-            parts = [
-                {"type": "text", "text": part.text} if isinstance(part, TextPart) else {"type": "image"}
-                for part in message.content
-            ]
-            messages.append({"role": role, "content": parts})
-        else:
-            messages.append({"role": role, "content": message.text()})
-    return messages
-
-
-def image_urls(payload: ChatCompletionRequest) -> list[tuple[str, str]]:
-    """(url, param) of every image part, in order."""
-    found = []
-    for index, message in enumerate(payload.messages):
-        if isinstance(message.content, list):
-            for part_index, part in enumerate(message.content):
-                if isinstance(part, ImagePart):
-                    found.append((part.image_url.url, f"messages[{index}].content[{part_index}].image_url.url"))
-    return found
-
-
-async def chat_images(payload: ChatCompletionRequest) -> list[Any]:
-    """The request's images, decoded or fetched (size cap, timeout, no private addresses); 400 when one fails."""
-    from django.conf import settings
-
-    from inference.images import ImageError, load_image
-
-    images = []
-    for url, param in image_urls(payload):
+    def reserve(self, cost: int) -> None:
+        """Hold ``cost`` tokens and one request against every limit, or refuse with a 429 naming the limit."""
+        if self.reservation is not None:  # a fallback attempt: the first target's reservation stands
+            return
         try:
-            images.append(
-                await load_image(
-                    url,
-                    max_bytes=settings.MLXHUB_IMAGE_MAX_BYTES,
-                    timeout=settings.MLXHUB_IMAGE_FETCH_TIMEOUT,
-                    allow_private=settings.MLXHUB_IMAGE_ALLOW_PRIVATE,
-                )
-            )
-        except ImageError as exc:
-            raise OpenAIError(str(exc), param=param, code="invalid_image") from exc
-    return images
+            self.reservation = usage_reserve(api_key=self.caller.api_key, team=self.caller.team, cost=cost)
+        except LimitExceeded as exc:
+            raise OpenAIError(
+                str(exc),
+                status=429,
+                code="rate_limit_exceeded",
+                param=exc.limit,
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from exc
 
+    def observe(self, event: EngineEvent) -> None:
+        """Track what the engine has reported, so an abandoned request still settles to real counts."""
+        if event["type"] == "accepted":
+            self.seen["prompt_tokens"] = event["prompt_tokens"]
+            self.seen["cached_tokens"] = event["cached_tokens"]
+        elif event["type"] == "delta":
+            self.seen["completion_tokens"] = event["tokens"]
+            self.audit.mark_first_token()
+        elif event["type"] == "finish" and event["text"]:
+            self.audit.mark_first_token()
 
-def chat_request(
-    *, payload: ChatCompletionRequest, profile: Profile, request_id: str, images: list[Any] | None = None
-) -> GenerationRequest:
-    vision = profile.local_model.kind == ModelKind.VISION
-    refuse_unsupported(payload, images=vision)
-    both_given = payload.max_completion_tokens is not None and payload.max_tokens is not None
-    if both_given and payload.max_completion_tokens != payload.max_tokens:
-        raise OpenAIError(
-            "max_tokens and max_completion_tokens disagree; send only max_completion_tokens.",
-            param="max_completion_tokens",
+    def record(self, outcome: Outcome, finish: FinishEvent | None = None) -> None:
+        """How the request ended, for ``close`` to settle and audit (the last word wins)."""
+        self.outcome = outcome
+        if finish is not None:
+            self.finish = finish
+
+    def abandon(self, stream: RequestStream) -> None:
+        """The client left: cancel in the engine, and close when the engine says what it produced."""
+        if self.closed or self.abandoning:
+            return
+        self.abandoning = True
+        self.record(CLIENT_LEFT)
+
+        def ended(event: EngineEvent) -> None:
+            if event["type"] == "finish":
+                self.finish = event
+            self._close()
+
+        stream.on_terminal = ended
+        stream.cancel()
+        # Should the engine never answer (it always does), close on what was seen.
+        asyncio.get_running_loop().call_later(ABANDON_GRACE_SECONDS, self._close)
+
+    # ---- the end ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Settle, measure and audit, once; while an abandoned request waits for the engine, nothing."""
+        if not self.abandoning:
+            self._close()
+
+    def refuse(self, outcome: Outcome) -> None:
+        """A request refused before it was served (a body that does not validate): its row, no reservation."""
+        self.record(outcome)
+        self._close()
+
+    def _close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        audit, outcome = self.audit, self.outcome
+        audit.status_code = outcome.status
+        audit.error_type = outcome.error_type
+        counts = self.finish if self.finish is not None else self.seen
+        audit.cancelled = outcome.cancelled or (self.finish is not None and self.finish["finish_reason"] == "cancelled")
+        audit.prompt_tokens = counts["prompt_tokens"]
+        audit.completion_tokens = counts["completion_tokens"]
+        audit.cached_tokens = counts["cached_tokens"]
+        if self.reservation is not None:
+            try:
+                self.reservation.settle(audit.prompt_tokens + audit.completion_tokens)
+            except Exception:  # a store outage must not lose the audit row or fail a finished response
+                logger.exception("could not settle the usage reservation")
+        ttft = None if audit.first_token_at is None else audit.first_token_at - audit.started
+        request_observe(
+            endpoint=audit.endpoint,
+            # The served name, never the client's free text: every label value is a new series.
+            model=audit.model_served or "unknown",
+            backend=audit.backend,
+            status=outcome.status,
+            prompt_tokens=audit.prompt_tokens,
+            completion_tokens=audit.completion_tokens,
+            latency=time.monotonic() - audit.started,
+            ttft=ttft,
         )
-    messages = engine_messages(payload, vision=vision)
-    if profile.system_prompt and not any(message["role"] == "system" for message in messages):
-        messages.insert(0, {"role": "system", "content": profile.system_prompt})
-    max_tokens = payload.max_completion_tokens or payload.max_tokens or profile.default_max_tokens
-    return GenerationRequest(
-        request_id=request_id,
-        model=model_spec_for(profile),
-        messages=messages,
-        max_tokens=max_tokens,
-        stop=payload.stop_list(),
-        sampling=sampling_params(payload, profile),
-        images=images or [],
-    )
-
-
-def completion_request(*, payload: CompletionRequest, profile: Profile, request_id: str) -> GenerationRequest:
-    refuse_unsupported(payload)
-    prompt = payload.prompt
-    text: str | None = None
-    tokens: list[int] | None = None
-    if isinstance(prompt, str):
-        text = prompt
-    elif prompt and all(isinstance(item, str) for item in prompt):
-        if len(prompt) > 1:
-            raise OpenAIError("Only one prompt per request is supported yet.", param="prompt")
-        text = str(prompt[0])
-    elif prompt and all(isinstance(item, int) for item in prompt):
-        tokens = [int(item) for item in prompt]  # type: ignore[arg-type]
-    elif prompt and all(isinstance(item, list) for item in prompt):
-        if len(prompt) > 1:
-            raise OpenAIError("Only one prompt per request is supported yet.", param="prompt")
-        tokens = list(prompt[0])  # type: ignore[arg-type]
-    else:
-        raise OpenAIError("The prompt is empty.", param="prompt")
-    return GenerationRequest(
-        request_id=request_id,
-        model=model_spec_for(profile),
-        prompt=text,
-        prompt_tokens=tokens,
-        max_tokens=payload.max_tokens or profile.default_max_tokens or 16,
-        stop=payload.stop_list(),
-        sampling=sampling_params(payload, profile),
-    )
-
-
-def new_completion_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
-
-
-def usage_body(*, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    }
-
-
-def now() -> int:
-    return int(time.time())
+        try:
+            request_audit_write(audit=audit)
+        except Exception:  # the response is already decided; never fail it over bookkeeping
+            logger.exception("could not queue the audit row")
 
 
 def engine_start() -> None:
-    """Start this process's engine and queue the pinned profiles for loading."""
-    import logging
-
+    """Start this process's engine and load the pinned profiles, in the background (called at boot)."""
+    from catalog.models import Profile
+    from inference.engine.types import EngineError
+    from inference.engine_requests import model_spec_for
     from inference.runtime import engine_client
 
     client = engine_client()
     try:
-        pinned = list(Profile.objects.select_related("local_model").filter(enabled=True, pinned=True))
+        specs = [
+            model_spec_for(profile)
+            for profile in Profile.objects.select_related("local_model").filter(enabled=True, pinned=True)
+        ]
     except Exception:  # no tables yet (before migrate): nothing to preload
-        logging.getLogger(__name__).warning("could not read profiles to preload", exc_info=True)
-        return
-    for profile in pinned:
-        client.preload(model_spec_for(profile))
+        logger.warning("could not read profiles to preload", exc_info=True)
+        specs = []
+
+    async def warm_up() -> None:
+        await client.start()
+        for spec in specs:
+            try:
+                await client.preload(spec)
+            except EngineError as exc:  # the pool says why; the profile stays unloaded until asked for
+                logger.warning("could not preload a pinned model: %s", exc)
+
+    threading.Thread(target=asyncio.run, args=(warm_up(),), name="engine-warm-up", daemon=True).start()

@@ -13,7 +13,9 @@ django_application = get_asgi_application()
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs settings loaded)
 from django.conf import settings  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_application})
+from mlxhub.middleware import BodySizeLimit  # noqa: E402
+
+application = ProtocolTypeRouter({"http": BodySizeLimit(django_application, limit=settings.MLXHUB_MAX_BODY_BYTES)})
 
 if settings.MLXHUB_ENGINE_PRELOAD:
     from inference.services import engine_start

@@ -41,16 +41,11 @@ def _check_broker() -> str | None:
     return None
 
 
-def _check_engine() -> str | None:
+async def _check_engine() -> str | None:
     from inference.runtime import engine_client
 
-    if not settings.MLXHUB_ENGINE_PRELOAD:
-        return None  # this process does not host an engine
-    problem = process_plan(settings.MLXHUB_CPU_KERNELS).problem
-    if problem:
-        return problem  # it could not load a model as configured
     try:
-        return None if engine_client().ready else "the engine thread is not running"
+        return await engine_client().problem()
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
 
@@ -59,7 +54,7 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     checks = {
         "database": await sync_to_async(_check_database, thread_sensitive=False)(),
         "broker": await sync_to_async(_check_broker, thread_sensitive=False)(),
-        "engine": _check_engine(),
+        "engine": await _check_engine(),
     }
     failing = {name: error for name, error in checks.items() if error}
     body = {

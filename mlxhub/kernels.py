@@ -26,7 +26,10 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from inference.engine.config import KernelConfig
 
 CPU_KERNEL_MODES = ("auto", "optimized", "stock")
 SETTING = "MLXHUB_CPU_KERNELS"
@@ -208,6 +211,19 @@ def process_plan(mode: str | None = None) -> KernelPlan:
 def dequantize_limit_bytes() -> int:
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return int(physical * DEQUANTIZE_MAX_MEMORY_FRACTION)
+
+
+def engine_kernels(mode: str | None = None) -> KernelConfig:
+    """This process's plan as an engine is told it (the engine reads nothing from this module itself)."""
+    from inference.engine.config import KernelConfig
+
+    plan = process_plan(mode)
+    return KernelConfig(
+        path=plan.path,
+        blas=plan.blas.name if plan.blas else None,
+        problem=plan.problem,
+        dequantize_limit_bytes=dequantize_limit_bytes(),
+    )
 
 
 def main(argv: list[str]) -> int:

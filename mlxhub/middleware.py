@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -98,3 +99,72 @@ class OpenAIErrorShapeMiddleware(HybridMiddleware):
         if response.has_header("Allow"):
             reshaped["Allow"] = response["Allow"]
         return reshaped
+
+
+class BodySizeLimit:
+    """ASGI: a request body over ``limit`` bytes is answered 413 as soon as it passes the limit, with or
+    without a Content-Length (a chunked upload is counted as it arrives, never spooled whole first).
+
+    Django reads a body without a Content-Length as empty; a chunked body within the limit is therefore
+    buffered here and handed on with the Content-Length it turned out to have.
+    """
+
+    def __init__(self, app: Any, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if declared.isdigit() and int(declared) > self.limit:
+                await self._refuse(scope, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(scope, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        scope = {**scope, "headers": [*scope.get("headers", []), (b"content-length", str(len(body)).encode())]}
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the client's disconnect, when it comes
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: dict[str, Any], send: Any) -> None:
+        message = f"The request body is larger than {self.limit} bytes."
+        if scope.get("path", "").startswith("/v1/"):
+            error = {"message": message, "type": "invalid_request_error", "param": None, "code": "request_too_large"}
+            body, content_type = json.dumps({"error": error}).encode(), b"application/json"
+        else:
+            problem = {"type": "about:blank", "title": "Payload too large", "status": 413, "detail": message}
+            body, content_type = json.dumps(problem).encode(), b"application/problem+json"
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", f"req_{uuid.uuid4().hex}".encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -109,6 +109,8 @@ MLXHUB_DEMO_PRESET = env.str("MLXHUB_DEMO_PRESET", default="demo")
 # Start the resident MLX engine in this process (web processes of the
 # embedded default do; management commands and Celery workers do not).
 MLXHUB_ENGINE_PRELOAD = _env_bool("MLXHUB_ENGINE_PRELOAD", True)
+# Which engine client the web side talks to (a dotted path); the in-process engine is the only one today.
+MLXHUB_ENGINE_CLIENT = env.str("MLXHUB_ENGINE_CLIENT", default="inference.engine.local.InProcessEngineClient")
 MLXHUB_MAX_QUEUE = _env_int("MLXHUB_MAX_QUEUE", 64)
 MLXHUB_MAX_BATCH = _env_int("MLXHUB_MAX_BATCH", 32)
 MLXHUB_PREFILL_STEP = _env_int("MLXHUB_PREFILL_STEP", 256)
@@ -127,6 +129,11 @@ MLXHUB_MAX_BODY_BYTES = _env_int("MLXHUB_MAX_BODY_BYTES", 8 * 1024 * 1024)
 MLXHUB_IMAGE_MAX_BYTES = _env_int("MLXHUB_IMAGE_MAX_BYTES", 20 * 1024 * 1024)
 MLXHUB_IMAGE_FETCH_TIMEOUT = _env_float("MLXHUB_IMAGE_FETCH_TIMEOUT", 10.0)
 MLXHUB_IMAGE_ALLOW_PRIVATE = _env_bool("MLXHUB_IMAGE_ALLOW_PRIVATE", False)
+# Per request: at most this many images, and this many pixels in all of them together (decoding allocates
+# width x height x 4 bytes per image, outside the engine's memory budget).
+MLXHUB_MAX_IMAGES = _env_int("MLXHUB_MAX_IMAGES", 8)
+MLXHUB_IMAGE_MAX_PIXELS = _env_int("MLXHUB_IMAGE_MAX_PIXELS", 40_000_000)
+MLXHUB_IMAGE_MAX_TOTAL_PIXELS = _env_int("MLXHUB_IMAGE_MAX_TOTAL_PIXELS", 64_000_000)
 
 
 def _secret_key() -> str:

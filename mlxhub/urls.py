@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse
 from django.urls import include, path, re_path
 from rest_framework.routers import DefaultRouter
 
 from audit.api import AuditLogView, UsageView, metrics_view
 from catalog.api import ModelLoadView, ModelUnloadView, ProfileViewSet
 from inference.api import api as v1_api
-from inference.errors import OpenAIError, error_response
+from inference.api import unknown_url as v1_unknown_url
 from mlxhub.accounts.api import ApiKeyViewSet, TeamViewSet
 from mlxhub.health import healthz, readyz
 
@@ -23,12 +22,6 @@ router.register("teams", TeamViewSet, basename="team")
 router.register("profiles", ProfileViewSet, basename="profile")
 
 
-def v1_not_found(request: HttpRequest) -> HttpResponse:
-    return error_response(
-        OpenAIError(f"Unknown request URL: {request.method} {request.path}.", status=404, code="unknown_url")
-    )
-
-
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/catalog/", include("catalog.urls")),
@@ -41,7 +34,7 @@ urlpatterns = [
     path("api/", include(router.urls)),
     path("metrics", metrics_view, name="metrics"),
     path("v1/", v1_api.urls),
-    re_path(r"^v1/.*$", v1_not_found),
+    re_path(r"^v1/.*$", v1_unknown_url),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     # The pages for people: /, /login/, /models/, /discover/, /downloads/, /playground/, /keys/, /usage/ …

@@ -1,17 +1,31 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
+from routing.constants import MODEL_NAME_MAX_LENGTH
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule
-from routing.services import credential_create, credential_test, credential_update, routing_rule_resolve
+from routing.selectors import routing_rule_resolve
+from routing.services import (
+    RULE_FIELDS,
+    FallbackSpec,
+    credential_create,
+    credential_delete,
+    credential_test,
+    credential_update,
+    routing_rule_create,
+    routing_rule_delete,
+    routing_rule_update,
+)
 
 
 class ProviderCredentialForm(forms.ModelForm):
@@ -34,6 +48,10 @@ class ProviderCredentialForm(forms.ModelForm):
         return cleaned
 
 
+def _actor(request: HttpRequest) -> User | None:
+    return cast(User, request.user) if request.user.is_authenticated else None
+
+
 @admin.register(ProviderCredential)
 class ProviderCredentialAdmin(admin.ModelAdmin):
     form = ProviderCredentialForm
@@ -51,10 +69,18 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
         secret = form.cleaned_data.get("secret") or None
         fields = {name: form.cleaned_data[name] for name in ("name", "provider", "base_url")}
         if change:
-            credential_update(credential=obj, actor=request.user, secret=secret, **fields)  # type: ignore[arg-type]
+            credential_update(credential=obj, actor=_actor(request), secret=secret, **fields)
         else:
-            saved = credential_create(actor=request.user, secret=secret or "", **fields)  # type: ignore[arg-type]
+            saved = credential_create(actor=_actor(request), secret=secret or "", **fields)
             obj.pk = saved.pk
+
+    def delete_model(self, request: HttpRequest, obj: ProviderCredential) -> None:
+        credential_delete(credential=obj, actor=_actor(request))
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ProviderCredential]) -> None:
+        for credential in queryset:
+            credential_delete(credential=credential, actor=_actor(request))
 
     @admin.action(description="Test connection")
     def test_connection(self, request: HttpRequest, queryset: QuerySet[ProviderCredential]) -> None:
@@ -63,14 +89,40 @@ class ProviderCredentialAdmin(admin.ModelAdmin):
             self.message_user(request, message, level=messages.SUCCESS if ok else messages.ERROR)
 
 
+FALLBACK_FIELDS = ("position", "target_profile", "target_credential", "target_model")
+
+
 class RoutingFallbackInline(admin.TabularInline):
     model = RoutingFallback
     extra = 1
-    fields = ["position", "target_profile", "target_credential", "target_model"]
+    fields = list(FALLBACK_FIELDS)
+
+
+def _fallbacks_from(formsets: list[Any]) -> list[FallbackSpec] | None:
+    """The fallback inline's steps in order, or None when the inline is untouched (or absent: list_editable)."""
+    changed, steps = False, []
+    for formset in formsets:
+        if formset.model is not RoutingFallback:
+            continue
+        # Writes nothing: fills new_objects/changed_objects/deleted_objects, which the admin's history reads.
+        formset.save(commit=False)
+        changed = changed or formset.has_changed()
+        for step_form in formset.forms:
+            data = step_form.cleaned_data
+            if data and not data.get("DELETE"):
+                steps.append(
+                    FallbackSpec(
+                        position=data["position"],
+                        target_profile=data["target_profile"],
+                        target_credential=data["target_credential"],
+                        target_model=data["target_model"],
+                    )
+                )
+    return steps if changed else None
 
 
 class ResolveForm(forms.Form):
-    model = forms.CharField(max_length=200, label="Model name")
+    model = forms.CharField(max_length=MODEL_NAME_MAX_LENGTH, label="Model name")
 
 
 @admin.register(RoutingRule)
@@ -82,6 +134,32 @@ class RoutingRuleAdmin(admin.ModelAdmin):
     search_fields = ["name", "pattern"]
     inlines = [RoutingFallbackInline]
     change_list_template = "routing/admin/rule_changelist.html"
+
+    # Django saves a rule in two steps, save_model then save_related (the change form, and each changed row of
+    # the changelist's list_editable form, whose formsets are empty). The rule and its fallbacks are written
+    # together in save_related, by one service call: one transaction and one admin-action row per edit.
+    def save_model(self, request: HttpRequest, obj: RoutingRule, form: Any, change: bool) -> None:
+        pass
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: list[Any], change: bool) -> None:
+        fallbacks = _fallbacks_from(formsets)
+        if change:
+            fields = {name: form.cleaned_data[name] for name in form.changed_data if name in RULE_FIELDS}
+            if not fields and fallbacks is None:
+                return  # saved unchanged: nothing to write, nothing to record
+            routing_rule_update(rule=form.instance, actor=_actor(request), fallbacks=fallbacks, **fields)
+        else:
+            fields = {name: value for name, value in form.cleaned_data.items() if name in RULE_FIELDS}
+            saved = routing_rule_create(actor=_actor(request), fallbacks=fallbacks or (), **fields)
+            form.instance.pk = saved.pk
+
+    def delete_model(self, request: HttpRequest, obj: RoutingRule) -> None:
+        routing_rule_delete(rule=obj, actor=_actor(request))
+
+    @transaction.atomic
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[RoutingRule]) -> None:
+        for rule in queryset:
+            routing_rule_delete(rule=rule, actor=_actor(request))
 
     @admin.display(description="target")
     def target(self, obj: RoutingRule) -> str:

@@ -5,18 +5,34 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.contrib.auth.models import User
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db.models import ProtectedError
 from rest_framework import serializers, status, viewsets
+from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from audit.models import AdminAction
-from audit.services import admin_action_record
 from mlxhub.accounts.models import Role
+from routing.constants import MODEL_NAME_MAX_LENGTH
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule, validate_target
-from routing.services import credential_create, credential_update, routing_rule_resolve
+from routing.selectors import routing_rule_resolve
+from routing.services import (
+    credential_create,
+    credential_delete,
+    credential_update,
+    routing_rule_create,
+    routing_rule_delete,
+    routing_rule_update,
+)
+
+
+class RoutingConflict(APIException):
+    """A write refused by the rows that depend on it; rendered as a 409 problem by mlxhub.problems."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
 
 
 class CredentialSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -42,17 +58,20 @@ class CredentialViewSet(viewsets.ModelViewSet):  # type: ignore[type-arg]
 
     def perform_create(self, serializer: Any) -> None:
         data = dict(serializer.validated_data)
-        serializer.instance = credential_create(actor=self.request.user, **data)  # type: ignore[arg-type]
+        serializer.instance = credential_create(actor=cast(User, self.request.user), **data)
 
     def perform_update(self, serializer: Any) -> None:
         data = dict(serializer.validated_data)
         actor = cast(User, self.request.user)  # HasRole has refused anonymous callers
         serializer.instance = credential_update(credential=serializer.instance, actor=actor, **data)
 
-    @transaction.atomic
     def perform_destroy(self, instance: ProviderCredential) -> None:
-        admin_action_record(actor=self.request.user, action=AdminAction.Action.DELETED, obj=instance)  # type: ignore[arg-type]
-        instance.delete()
+        try:
+            credential_delete(credential=instance, actor=cast(User, self.request.user))
+        except ProtectedError as exc:
+            # A fallback row names its rule; the rule is what a person recognises.
+            holders = ", ".join(sorted({str(getattr(holder, "rule", holder)) for holder in exc.protected_objects}))
+            raise RoutingConflict(f"{instance.name} is a target of routing rules: {holders}.") from exc
 
 
 class FallbackSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -70,7 +89,17 @@ def _check_target(attrs: dict[str, Any]) -> None:
     try:
         validate_target(profile and profile.pk, credential and credential.pk, attrs.get("target_model", ""))
     except DjangoValidationError as exc:
-        raise serializers.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages) from exc
+        raise _as_drf(exc) from exc
+
+
+def _as_drf(exc: DjangoValidationError) -> serializers.ValidationError:
+    """A model's validation error as DRF's, so it renders as a 400 problem that names the field."""
+    if hasattr(exc, "error_dict"):
+        errors = exc.message_dict
+        return serializers.ValidationError(
+            {("non_field_errors" if name == NON_FIELD_ERRORS else name): errors[name] for name in errors}
+        )
+    return serializers.ValidationError({"non_field_errors": exc.messages})
 
 
 class RuleSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
@@ -83,53 +112,22 @@ class RuleSerializer(serializers.ModelSerializer):  # type: ignore[type-arg]
             "target_profile", "target_credential", "target_model", "fallbacks", "created_at", "updated_at",
         ]  # fmt: skip
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        merged = {**({} if self.instance is None else self.to_internal_value_of(self.instance)), **attrs}
-        _check_target(merged)
-        rule = RoutingRule(**{name: value for name, value in merged.items() if name != "fallbacks"})
-        try:
-            rule.clean()
-        except Exception as exc:
-            raise serializers.ValidationError(getattr(exc, "message_dict", {"pattern": str(exc)})) from exc
-        return attrs
-
-    @staticmethod
-    def to_internal_value_of(rule: RoutingRule) -> dict[str, Any]:
-        return {
-            "name": rule.name,
-            "pattern": rule.pattern,
-            "match": rule.match,
-            "priority": rule.priority,
-            "enabled": rule.enabled,
-            "target_profile": rule.target_profile,
-            "target_credential": rule.target_credential,
-            "target_model": rule.target_model,
-        }
-
-    @transaction.atomic
+    # Field shapes are checked here; the rule as a whole (one target, a pattern that compiles, a unique name)
+    # by the service's full_clean, inside its transaction.
     def create(self, validated_data: dict[str, Any]) -> RoutingRule:
-        fallbacks = validated_data.pop("fallbacks", [])
-        rule = RoutingRule.objects.create(**validated_data)
-        for fallback in fallbacks:
-            RoutingFallback.objects.create(rule=rule, **fallback)
-        admin_action_record(actor=self.context["request"].user, action=AdminAction.Action.CREATED, obj=rule)
-        return rule
+        actor = cast(User, self.context["request"].user)  # HasRole has refused anonymous callers
+        try:
+            return routing_rule_create(actor=actor, **validated_data)
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from exc
 
-    @transaction.atomic
     def update(self, instance: RoutingRule, validated_data: dict[str, Any]) -> RoutingRule:
+        actor = cast(User, self.context["request"].user)
         fallbacks = validated_data.pop("fallbacks", None)
-        for name, value in validated_data.items():
-            setattr(instance, name, value)
-        instance.save()
-        if fallbacks is not None:
-            instance.fallbacks.all().delete()
-            for fallback in fallbacks:
-                RoutingFallback.objects.create(rule=instance, **fallback)
-        changes = {name: str(value) for name, value in validated_data.items()}
-        admin_action_record(
-            actor=self.context["request"].user, action=AdminAction.Action.CHANGED, obj=instance, changes=changes
-        )
-        return instance
+        try:
+            return routing_rule_update(rule=instance, actor=actor, fallbacks=fallbacks, **validated_data)
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from exc
 
 
 class RuleViewSet(viewsets.ModelViewSet):  # type: ignore[type-arg]
@@ -138,10 +136,13 @@ class RuleViewSet(viewsets.ModelViewSet):  # type: ignore[type-arg]
     serializer_class = RuleSerializer
     queryset = RoutingRule.objects.prefetch_related("fallbacks")
 
-    @transaction.atomic
     def perform_destroy(self, instance: RoutingRule) -> None:
-        admin_action_record(actor=self.request.user, action=AdminAction.Action.DELETED, obj=instance)  # type: ignore[arg-type]
-        instance.delete()
+        routing_rule_delete(rule=instance, actor=cast(User, self.request.user))
+
+
+class ResolveSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    # The /v1 cap on `model`, checked here so a long name is a 400 naming the field, not work for every rule.
+    model = serializers.CharField(max_length=MODEL_NAME_MAX_LENGTH, trim_whitespace=False)
 
 
 class ResolveView(APIView):
@@ -149,7 +150,6 @@ class ResolveView(APIView):
     write_role = Role.VIEWER  # a POST that changes nothing
 
     def post(self, request: Request) -> Response:
-        model = request.data.get("model") if isinstance(request.data, dict) else None
-        if not isinstance(model, str) or not model:
-            return Response({"model": ["A model name is required."]}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(routing_rule_resolve(model_name=model).describe())
+        serializer = ResolveSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(routing_rule_resolve(model_name=serializer.validated_data["model"]).describe())

@@ -27,8 +27,9 @@ from django.conf import settings
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from routing.constants import ANTHROPIC_VERSION, UPSTREAM_CONNECT_TIMEOUT
-from routing.services import CredentialTarget, credential_secret
-from routing.translation import upstream_error_message
+from routing.selectors import CredentialTarget
+from routing.services import credential_secret
+from routing.translation.errors import upstream_error_message
 
 logger = logging.getLogger(__name__)
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import fnmatch
-import re
 from urllib.parse import urlsplit
 
+# Regex rules are matched with the `regex` package, not `re`: `re` has no time limit, so a rule such as
+# `gpt-(\w+-?)+` and a crafted model name backtrack for hours on the event loop. `regex` takes a per-call
+# `timeout`, speaks the same syntax as `re` (VERSION0), so rules already saved keep their meaning, and is
+# already pinned (transformers depends on it). google-re2 would guarantee linear time, but it is a new
+# compiled dependency and refuses backreferences and lookarounds that saved rules may use.
+import regex
 from django.core.exceptions import ValidationError
 from django.db import models
 
 from catalog.models import Profile
-from routing.constants import SECRET_MASK
+from routing.constants import REGEX_MATCH_TIMEOUT_SECONDS, SECRET_MASK
 
 
 def validate_base_url(value: str) -> None:
@@ -102,19 +107,24 @@ class RoutingRule(models.Model):
         validate_target(self.target_profile_id, self.target_credential_id, self.target_model)
         if self.match == self.Match.REGEX:
             try:
-                re.compile(self.pattern)
-            except re.error as exc:
+                regex.compile(self.pattern, regex.VERSION0)
+            except regex.error as exc:
                 raise ValidationError({"pattern": f"Not a valid regular expression: {exc}"}) from exc
 
     def matches(self, model_name: str) -> bool:
+        """Raises TimeoutError when a regex takes longer than REGEX_MATCH_TIMEOUT_SECONDS to decide."""
         if self.match == self.Match.EXACT:
             return model_name == self.pattern
         if self.match == self.Match.GLOB:
             return fnmatch.fnmatchcase(model_name, self.pattern)
         try:
-            return re.fullmatch(self.pattern, model_name) is not None
-        except re.error:
-            return False
+            # concurrent=True lets the engine's and the audit writer's threads run while a slow pattern works.
+            found = regex.fullmatch(
+                self.pattern, model_name, regex.VERSION0, timeout=REGEX_MATCH_TIMEOUT_SECONDS, concurrent=True
+            )
+        except regex.error:
+            return False  # written around clean() (a migration, raw SQL): such a rule matches nothing
+        return found is not None
 
 
 class RoutingFallback(models.Model):

@@ -91,15 +91,10 @@ class LocalModelDeleted:
 
 
 def _loaded_paths() -> set[str]:
-    """Model folders this process's engine has loaded (the embedded default runs the engine in the web process)."""
-    try:
-        from inference.runtime import engine_client, engine_started
-    except ImportError:
-        return set()
-    if not engine_started():
-        return set()
-    models = engine_client().stats().get("models", {})
-    return {str(value.get("path", key)) for key, value in models.items() if value.get("state") == "loaded"}
+    """Model folders the engine has loaded (reading its figures never starts it)."""
+    from catalog.services.pool import pool_models
+
+    return {model.path or key for key, model in pool_models().items() if model.state == "loaded"}
 
 
 def _hf_cache_revision(path: Path) -> tuple[Any, str] | None:

@@ -1,23 +1,28 @@
-"""The engine-client interface the web side talks to, and its in-process form.
+"""The engine-client interface the web side talks to. Importing it imports no MLX.
 
-A channel-layer client (an engine in another process) implements the same
-methods; views depend only on ``EngineClient`` and ``RequestStream``.
+``EngineClient`` is what views, services and pages call; the in-process client
+(``inference.engine.local``) runs the engine on a thread of this process, and an
+engine in another process (a channel-layer client) implements the same protocol.
+What crosses it is plain data (``inference.engine.types``, ``inference.engine.stats``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Protocol
 
-from inference.engine.engine import Engine, Request
-from inference.engine.types import TERMINAL_EVENTS, EngineEvent, ModelSpec
+from inference.engine.stats import EngineStats, ModelStats
+from inference.engine.types import TERMINAL_EVENTS, EngineEvent, EngineRequest, GenerationRequest, ModelSpec
 
 
 class RequestStream:
-    """One submitted request's events, read from asyncio; safe to cancel at any time."""
+    """One submitted request's events, read from asyncio.
+
+    ``cancel`` may be called from any thread, any number of times (a response dropped by the
+    server's handler is closed from a worker thread); the client's ``cancel`` callable must be
+    thread-safe.
+    """
 
     def __init__(self, cancel: Callable[[], None]) -> None:
         self._events: asyncio.Queue[EngineEvent] = asyncio.Queue()
@@ -27,6 +32,7 @@ class RequestStream:
         self.on_terminal: Callable[[EngineEvent], None] | None = None
 
     def push(self, event: EngineEvent) -> None:
+        """Called on the reader's event loop by the client."""
         if self.on_terminal is not None and event["type"] in TERMINAL_EVENTS:
             self.on_terminal(event)
             return
@@ -41,6 +47,11 @@ class RequestStream:
             return None
         if event["type"] in TERMINAL_EVENTS:
             self.finished = True
+        # Python 3.11's asyncio.wait_for returns an event that raced a cancellation and drops the
+        # cancellation: a client that left at that moment would keep its slot until max_tokens.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
         return event
 
     def cancel(self) -> None:
@@ -59,45 +70,23 @@ class RequestStream:
 
 
 class EngineClient(Protocol):
-    def open(self, request: Request) -> RequestStream: ...
+    async def start(self) -> None:
+        """Make the engine ready to serve (the in-process one starts its thread; a remote one is running)."""
 
-    def stats(self) -> dict[str, Any]: ...
+    def open(self, request: EngineRequest) -> RequestStream:
+        """Submit ``request``; raises EngineError (429 ``queue_full``) when the model's queue is full."""
 
-    def preload(self, spec: ModelSpec) -> Future[dict[str, Any]]: ...
+    async def stats(self) -> EngineStats:
+        """The engine's figures; never starts an engine (``started`` is False when none runs)."""
 
-    def unload(self, key: str, *, force: bool = False) -> Future[dict[str, Any]]: ...
+    async def preload(self, spec: ModelSpec) -> ModelStats:
+        """Load ``spec`` unless loaded; raises EngineError (503 when it cannot fit or load)."""
 
-    @property
-    def ready(self) -> bool: ...
+    async def unload(self, key: str, *, force: bool = False) -> ModelStats:
+        """Unload a model; raises EngineError (409 ``model_busy``) while it serves requests unless forced."""
 
+    async def count_tokens(self, request: GenerationRequest) -> int:
+        """How many prompt tokens ``request`` would have, rendered as the engine renders it."""
 
-class InProcessEngineClient:
-    """Runs the engine on a thread of this process and bridges its events to asyncio."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    @property
-    def ready(self) -> bool:
-        return self.engine.alive
-
-    def stats(self) -> dict[str, Any]:
-        return self.engine.stats()
-
-    def preload(self, spec: ModelSpec) -> Future[dict[str, Any]]:
-        return self.engine.preload(spec)
-
-    def unload(self, key: str, *, force: bool = False) -> Future[dict[str, Any]]:
-        return self.engine.unload(key, force=force)
-
-    def open(self, request: Request) -> RequestStream:
-        """Submit ``request`` (raises EngineError(429) when the model's queue is full)."""
-        loop = asyncio.get_running_loop()
-        stream = RequestStream(cancel=lambda: self.engine.cancel(request.request_id, request.model["key"]))
-
-        def sink(event: EngineEvent) -> None:
-            with contextlib.suppress(RuntimeError):  # the caller's event loop is closed: nobody is listening
-                loop.call_soon_threadsafe(stream.push, event)
-
-        self.engine.submit(request, sink)
-        return stream
+    async def problem(self) -> str | None:
+        """Why this client cannot serve now (for /readyz), or None when it can."""

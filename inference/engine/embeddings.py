@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from inference.engine.config import KernelConfig
 from inference.engine.kernels import prepare_model
 from inference.engine.runner import Release, Runner
 from inference.engine.text import parameter_bytes
@@ -27,13 +30,13 @@ class PendingEmbedding:
 class EmbeddingRunner(Runner):
     kind = "embedding"
 
-    def __init__(self, spec: ModelSpec, release: Release, *, max_batch_tokens: int) -> None:
+    def __init__(self, spec: ModelSpec, release: Release, *, kernels: KernelConfig, max_batch_tokens: int) -> None:
         from inference.engine.embedding_runtime import EmbeddingRuntime
 
         super().__init__(spec, release)
         self.runtime = EmbeddingRuntime(spec["path"])
         self.context_length = self.runtime.max_tokens
-        self.kernel = prepare_model(self.runtime.model, path=spec["path"])
+        self.kernel = prepare_model(self.runtime.model, path=spec["path"], plan=kernels)
         self.weights_bytes = self.runtime.weights_bytes = parameter_bytes(self.runtime.model)
         self.max_batch_tokens = max_batch_tokens
         self.pending: list[PendingEmbedding] = []
@@ -83,10 +86,13 @@ class EmbeddingRunner(Runner):
         for pending in [p for p in self.pending if p.done == len(p.tokens)]:
             self.pending.remove(pending)
             self.release()
+            rows = np.stack(pending.vectors).astype("<f4")
             pending.sink(
                 {
                     "type": "embeddings",
-                    "vectors": pending.vectors,
+                    "vectors": rows.tobytes(),  # bytes cross a process boundary; numpy arrays would not
+                    "count": int(rows.shape[0]),
+                    "dimensions": int(rows.shape[1]),
                     "prompt_tokens": pending.prompt_tokens,
                 }
             )

@@ -2,7 +2,7 @@
 
 The engine calls ``prepare_model`` once per load, on its own thread, right after the
 weights are read and before it measures them; what it returns is shown with the model's
-stats. On the optimized path (``mlxhub.kernels``: a BLAS preloaded into this process) the
+stats. On the optimized path (a BLAS preloaded into this process, as ``KernelConfig`` says) the
 float weights become float32, so every matmul runs through that BLAS. A quantized
 checkpoint is dequantized to float32 when that fits (``DEQUANTIZE_MAX_MEMORY_FRACTION``),
 else it keeps its quantized weights with float32 scales and activations; both measured far
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-from mlxhub.kernels import dequantize_limit_bytes, process_plan
+from inference.engine.config import KernelConfig
 
 FLOAT32_BYTES = 4
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -51,15 +51,14 @@ def _weights_dtype(model: Any) -> str:
     return "+".join(sorted({str(array.dtype).removeprefix("mlx.core.") for _, array in arrays}))
 
 
-def prepare_model(model: Any, *, path: str) -> dict[str, Any]:
+def prepare_model(model: Any, *, path: str, plan: KernelConfig) -> dict[str, Any]:
     """Put the weights in the form this process's kernel path computes fastest; report what was done."""
-    plan = process_plan()
     if plan.problem:
         raise RuntimeError(plan.problem)
     quantized = _quantized_layers(model)
     first = next(iter(quantized.values()), None)
     quantization = {"bits": first.bits, "group_size": first.group_size} if first is not None else None
-    if plan.path != "optimized" or plan.blas is None:
+    if plan.path != "optimized":
         return {
             "kernel_path": "stock",
             "blas": None,
@@ -73,7 +72,7 @@ def prepare_model(model: Any, *, path: str) -> dict[str, Any]:
     # Floating parameters only (the default predicate): packed quantized weights stay integers. First, so
     # that dequantizing computes scale * q + bias in float32 instead of rounding it to bfloat16.
     model.set_dtype(mx.float32)
-    dequantized = bool(quantized) and _float32_bytes(model, quantized) <= dequantize_limit_bytes()
+    dequantized = bool(quantized) and _float32_bytes(model, quantized) <= plan.dequantize_limit_bytes
     if dequantized:
         from mlx_lm.utils import dequantize_model
 
@@ -83,18 +82,18 @@ def prepare_model(model: Any, *, path: str) -> dict[str, Any]:
     mx.clear_cache()
     return {
         "kernel_path": "optimized",
-        "blas": plan.blas.name,
+        "blas": plan.blas,
         "weights_dtype": _weights_dtype(model),
         "quantization": None if dequantized else quantization,
         "dequantized": dequantized,
     }
 
 
-def expected_weights_bytes(path: str, on_disk: int, *, kernel_path: str | None = None) -> int:
+def expected_weights_bytes(path: str, on_disk: int, plan: KernelConfig) -> int:
     """About what ``prepare_model`` will leave in memory for a checkpoint of ``on_disk`` bytes: an estimate
-    for a model not loaded yet (this process's kernel path unless ``kernel_path`` is given). The optimized
-    path doubles a bfloat16 checkpoint; a dequantized 4-bit one grows about 7x."""
-    if (kernel_path or process_plan().path) != "optimized":
+    for a model not loaded yet. The optimized path doubles a bfloat16 checkpoint; a dequantized 4-bit one
+    grows about 7x."""
+    if plan.path != "optimized":
         return on_disk
     try:
         config = json.loads((Path(path) / "config.json").read_text())
@@ -105,6 +104,6 @@ def expected_weights_bytes(path: str, on_disk: int, *, kernel_path: str | None =
         bits, group_size = int(quantization["bits"]), int(quantization.get("group_size") or 64)
         # Per weight on disk: its bits plus a half-precision scale and bias per group.
         dequantized = int(on_disk * FLOAT32_BYTES / (bits / 8 + 4 / group_size))
-        return dequantized if dequantized <= dequantize_limit_bytes() else on_disk
+        return dequantized if dequantized <= plan.dequantize_limit_bytes else on_disk
     stored = DTYPE_BYTES.get(str(config.get("torch_dtype") or config.get("dtype") or "bfloat16"), 2)
     return on_disk * FLOAT32_BYTES // stored

@@ -8,22 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from inference.engine.config import BatchConfig, KernelConfig
 from inference.engine.kernels import prepare_model
 from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
+from inference.engine.tokens import render_prompt
 from inference.engine.types import EngineError, EventSink, GenerationRequest, ModelSpec, finish_event
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT_LENGTH = 4096
-
-
-@dataclass
-class BatchConfig:
-    max_batch: int  # sequences decoding together
-    prefill_batch: int
-    prefill_step: int  # prefill runs in chunks of this many tokens between decode steps
 
 
 @dataclass
@@ -76,7 +71,9 @@ def tokens_in_vocabulary(tokens: list[int], vocab_size: int | None) -> bool:
 class TextRunner(Runner):
     kind = "text"
 
-    def __init__(self, spec: ModelSpec, release: Release, *, batch: BatchConfig, prefix_cache: Any) -> None:
+    def __init__(
+        self, spec: ModelSpec, release: Release, *, kernels: KernelConfig, batch: BatchConfig, prefix_cache: Any
+    ) -> None:
         import mlx_lm
         from mlx_lm.generate import StopSequences
 
@@ -85,7 +82,7 @@ class TextRunner(Runner):
         self.prefix_cache = prefix_cache
         self.model: Any
         self.model, self.tokenizer = mlx_lm.load(spec["path"])[:2]  # the 3-tuple form only comes with return_config
-        self.kernel = prepare_model(self.model, path=spec["path"])
+        self.kernel = prepare_model(self.model, path=spec["path"], plan=kernels)
         self.weights_bytes = parameter_bytes(self.model)
         self.context_length = context_length_of(spec["path"], spec.get("context_length"))
         self.stop_sequences = StopSequences([(token,) for token in sorted(self.tokenizer.eos_token_ids)])
@@ -119,24 +116,13 @@ class TextRunner(Runner):
         self.batch = None
         self.model = None
 
-    def tokenize(self, request: GenerationRequest) -> list[int]:
-        if request.prompt_tokens is not None:
-            return list(request.prompt_tokens)
-        if request.messages is not None:
-            if self.tokenizer.chat_template is None:
-                raise EngineError(
-                    "This model has no chat template; use /v1/completions.", status=400, code="invalid_request_error"
-                )
-            return list(self.tokenizer.apply_chat_template(request.messages, add_generation_prompt=True))
-        return list(self.tokenizer.encode(request.prompt or ""))
-
     def admit(self, request: Any, sink: EventSink) -> None:
         if not isinstance(request, GenerationRequest):
             raise self.wrong_kind("embeddings")
         if request.images:
             raise EngineError("This model does not take images.", status=400, code="wrong_model_kind", param="messages")
         param = "messages" if request.messages is not None else "prompt"
-        prompt = self.tokenize(request)
+        prompt = render_prompt(self.tokenizer, request)
         if not prompt:
             raise EngineError("The prompt is empty.", status=400, code="invalid_request_error", param=param)
         if not tokens_in_vocabulary(prompt, self.vocab_size):

@@ -1,12 +1,25 @@
-"""What crosses between the web side and the engine thread."""
+"""What crosses between the web side and the engine: requests in, events out.
+
+Everything here is plain data (strings, numbers, lists, dicts, bytes), so that an
+engine in another process can receive it through a channel layer: ``to_wire`` and
+``request_from_wire`` turn a request into primitives and back. No MLX here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
 ModelKind = Literal["text", "vision", "embedding"]
+
+
+def new_engine_id() -> str:
+    """The engine's own key for a request: made here, never taken from a client (two clients may send the
+    same x-request-id, and one client's disconnect must never end another's request)."""
+    return uuid.uuid4().hex
 
 
 class ModelSpec(TypedDict):
@@ -33,7 +46,6 @@ class SamplingParams:
 
 @dataclass
 class GenerationRequest:
-    request_id: str
     model: ModelSpec
     # Exactly one of these: chat messages (rendered with the tokenizer's chat
     # template), a raw prompt string, or prompt token ids.
@@ -43,15 +55,37 @@ class GenerationRequest:
     max_tokens: int | None = None
     stop: list[str] = field(default_factory=list)
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    # Decoded images for a vision model, in the order their parts appear in ``messages``.
-    images: list[Any] = field(default_factory=list)
+    # Encoded image files (PNG, JPEG, WEBP, GIF) for a vision model, in the order their parts appear in
+    # ``messages``; the engine decodes them.
+    images: list[bytes] = field(default_factory=list)
+    request_id: str = field(default_factory=new_engine_id)
+    trace_id: str = ""  # the client-facing request id, for the engine's log lines only
 
 
 @dataclass
 class EmbeddingRequest:
-    request_id: str
     model: ModelSpec
     inputs: list[str | list[int]]
+    request_id: str = field(default_factory=new_engine_id)
+    trace_id: str = ""
+
+
+EngineRequest = GenerationRequest | EmbeddingRequest
+
+
+def to_wire(request: EngineRequest) -> dict[str, Any]:
+    """The request as primitives (``bytes`` for images), tagged with its type."""
+    return {"type": type(request).__name__, **dataclasses.asdict(request)}
+
+
+def request_from_wire(data: dict[str, Any]) -> EngineRequest:
+    fields = {name: value for name, value in data.items() if name != "type"}
+    if data.get("type") == "EmbeddingRequest":
+        return EmbeddingRequest(**fields)
+    sampling = dict(fields.pop("sampling", {}) or {})
+    # Keys of a JSON object are strings; token ids are ints.
+    sampling["logit_bias"] = {int(token): bias for token, bias in (sampling.get("logit_bias") or {}).items()}
+    return GenerationRequest(**fields, sampling=SamplingParams(**sampling))
 
 
 class AcceptedEvent(TypedDict):
@@ -77,7 +111,10 @@ class FinishEvent(TypedDict):
 
 class EmbeddingsEvent(TypedDict):
     type: Literal["embeddings"]
-    vectors: Any  # numpy float32 array, one row per input, in input order
+    # One row per input, in input order: ``count`` rows of ``dimensions`` little-endian float32 values.
+    vectors: bytes
+    count: int
+    dimensions: int
     prompt_tokens: int
 
 
@@ -129,3 +166,13 @@ class EngineError(Exception):
         if self.retry_after is not None:
             event["retry_after"] = self.retry_after
         return event
+
+    @classmethod
+    def from_event(cls, event: ErrorEvent) -> EngineError:
+        return cls(
+            event["message"],
+            status=event["status"],
+            code=event["code"],
+            param=event["param"],
+            retry_after=event.get("retry_after"),
+        )

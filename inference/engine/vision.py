@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from jinja2 import TemplateError
+
+from inference.engine.config import KernelConfig
 from inference.engine.kernels import prepare_model
+from inference.engine.pictures import decode_rgb
 from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
 from inference.engine.text import check_context, parameter_bytes
+from inference.engine.tokens import template_error
 from inference.engine.types import EngineError, EventSink, GenerationRequest, ModelSpec, finish_event
 
 
@@ -26,13 +31,13 @@ class VisionActive:
 class VisionRunner(Runner):
     kind = "vision"
 
-    def __init__(self, spec: ModelSpec, release: Release) -> None:
+    def __init__(self, spec: ModelSpec, release: Release, *, kernels: KernelConfig) -> None:
         from inference.engine.vision_runtime import VisionRuntime
 
         super().__init__(spec, release)
         self.runtime = VisionRuntime(spec["path"])
         self.context_length = spec.get("context_length") or self.runtime.context_length
-        self.kernel = prepare_model(self.runtime.model, path=spec["path"])
+        self.kernel = prepare_model(self.runtime.model, path=spec["path"], plan=kernels)
         self.weights_bytes = self.runtime.weights_bytes = parameter_bytes(self.runtime.model)
         self.active: dict[str, VisionActive] = {}
 
@@ -53,15 +58,18 @@ class VisionRunner(Runner):
                 code="wrong_model_kind",
                 param="model",
             )
+        images = [decode_rgb(data) for data in request.images]
         try:
             # Renders the template and preprocesses the images; the prefill runs in the first step.
             generation = self.runtime.start(
                 request.messages,
-                request.images,
+                images,
                 max_tokens=request.max_tokens or 1,
                 sampler=make_request_sampler(request.sampling),
                 logits_processors=make_request_processors(request.sampling),
             )
+        except TemplateError as exc:
+            raise template_error(exc) from exc
         except ValueError as exc:  # images that do not match the parts, or where this model cannot read them
             raise EngineError(str(exc), status=400, code="invalid_request_error", param="messages") from exc
         try:

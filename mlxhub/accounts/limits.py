@@ -299,8 +299,9 @@ def scope_of(owner: ApiKey | Team) -> ScopeLimits:
     return ScopeLimits.of(f"team:{owner.pk}", f"team {owner.name}", owner)
 
 
-def scopes_for(api_key: ApiKey) -> list[ScopeLimits]:
-    owners: list[ApiKey | Team] = [api_key] if api_key.team is None else [api_key, api_key.team]
+def scopes_for(*, api_key: ApiKey | None, team: Team | None) -> list[ScopeLimits]:
+    """The limits a request counts against: its key's (when it came with one) and its team's."""
+    owners: list[ApiKey | Team] = [owner for owner in (api_key, team) if owner is not None]
     return [scope_of(owner) for owner in owners if owner.has_limits()]
 
 
@@ -321,9 +322,9 @@ class Reservation:
         limit_store().settle(self.scopes, self.reservation_id, self.cost, actual_tokens, time.time())
 
 
-def usage_reserve(*, api_key: ApiKey, cost: int) -> Reservation:
+def usage_reserve(*, api_key: ApiKey | None, team: Team | None, cost: int) -> Reservation:
     """Reserve ``cost`` tokens and one request against the key's and team's limits, or raise LimitExceeded."""
-    reservation = Reservation(scopes=scopes_for(api_key), cost=cost)
+    reservation = Reservation(scopes=scopes_for(api_key=api_key, team=team), cost=cost)
     if reservation.scopes:
         limit_store().reserve(reservation.scopes, reservation.reservation_id, cost, time.time())
     return reservation

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test import Client
@@ -60,7 +61,7 @@ def test_the_changelist_shows_unloaded_without_starting_the_engine(
     admin_client: Client, profile: Profile, engine_not_started: None
 ):
     assert state_cell(admin_client) == "unloaded"
-    assert runtime._client is None
+    assert not runtime.engine_client().started
 
 
 def test_the_load_action_loads_the_model_and_the_column_shows_its_memory(admin_client: Client, profile: Profile):
@@ -68,11 +69,11 @@ def test_the_load_action_loads_the_model_and_the_column_shows_its_memory(admin_c
 
     [(level, text)] = messages
     assert level == "success" and text.startswith("Loaded tiny-chat (")
-    stats = runtime.engine_client().stats()["models"][profile.local_model.path]
-    assert stats["state"] == "loaded"
+    stats = async_to_sync(runtime.engine_client().stats)().model(profile.local_model.path)
+    assert stats.state == "loaded"
     assert state_cell(admin_client).startswith("loaded (") and "running" not in state_cell(admin_client)
     # Which kernel path the model runs on, and in which dtype.
-    assert f"{stats['kernel_path']}, {stats['weights_dtype']}" in state_cell(admin_client)
+    assert f"{stats.kernel_path}, {stats.weights_dtype}" in state_cell(admin_client)
     assert audited(AdminAction.Action.CHANGED, profile) == [{"actor": "root", "load": True}]
 
 
@@ -94,7 +95,7 @@ def test_the_idle_only_unload_refuses_a_busy_model_and_force_unload_ends_its_req
 
     [(refused_level, refused)] = act(admin_client, "unload_idle_models", endless)
     assert refused_level == "warning" and "in flight" in refused
-    assert runtime.engine_client().stats()["models"][endless.local_model.path]["active_requests"] == 1
+    assert async_to_sync(runtime.engine_client().stats)().model(endless.local_model.path).active_requests == 1
 
     [(forced_level, forced)] = act(admin_client, "force_unload_models", endless)
     assert (forced_level, forced) == ("success", "Unloaded endless.")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import AbstractUser
 from rest_framework.test import APIClient
 
@@ -20,10 +21,11 @@ from audit.models import AdminAction
 from catalog.models import LocalModel, Profile
 from catalog.services import local_model_register, profile_upsert
 from inference import runtime
-from inference.engine.client import InProcessEngineClient
-from inference.engine.engine import Engine, EngineConfig
+from inference.engine.engine import Engine
+from inference.engine.local import InProcessEngineClient
 from inference.engine.types import GenerationRequest, SamplingParams
-from inference.services import model_spec_for
+from inference.engine_requests import model_spec_for
+from inference.runtime import engine_config
 from routing.models import RoutingFallback, RoutingRule
 from tests.mlxhub.factories import PASSWORD
 
@@ -62,8 +64,9 @@ def profile(local_model: LocalModel) -> Iterator[Profile]:
 
 def unload_quietly(key: str) -> None:
     """Leave the shared engine as the test found it: this test's model copy unloaded."""
-    if runtime.engine_started():
-        runtime.engine_client().unload(key, force=True).result(timeout=WAIT_SECONDS)
+    client = runtime._client
+    if client is not None and client.engine.alive:
+        async_to_sync(client.unload)(key, force=True)
 
 
 def audited(action: str, profile: Profile) -> list[dict[str, Any]]:
@@ -111,9 +114,9 @@ def last_event(events: queue.Queue[Any]) -> dict[str, Any]:
 @pytest.fixture
 def cramped_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     """A real engine whose memory budget holds nothing, standing in for the process's engine in this test."""
-    engine = Engine(EngineConfig(memory_budget=1))
+    engine = Engine(engine_config(memory_budget=1))
     engine.start()
-    monkeypatch.setattr(runtime, "_client", InProcessEngineClient(engine))
+    monkeypatch.setattr(runtime, "_client", InProcessEngineClient(engine=engine))
     yield engine
     engine.stop()
 
@@ -138,7 +141,7 @@ def test_a_viewer_lists_profiles_as_unloaded_without_starting_the_engine(
     assert item["local_model"] == profile.local_model_id
     assert item["kind"] == "text"
     assert (item["state"], item["weights_bytes"], item["active_requests"]) == ("unloaded", 0, 0)
-    assert runtime._client is None
+    assert not runtime.engine_client().started
 
 
 def test_a_profile_is_read_by_its_name(charlie: AbstractUser, profile: Profile):
@@ -376,7 +379,7 @@ def test_an_idle_model_unloads_without_force(alice: AbstractUser, profile: Profi
     response = api.post("/api/models/tiny-chat/unload")
 
     assert response.status_code == 200, response.content
-    assert runtime.engine_client().stats()["models"][profile.local_model.path]["state"] == "unloaded"
+    assert async_to_sync(runtime.engine_client().stats)().model(profile.local_model.path).state == "unloaded"
     assert audited(AdminAction.Action.CHANGED, profile)[-1] == {"actor": "alice", "unload": True, "force": False}
 
 
@@ -387,7 +390,7 @@ def test_unloading_before_the_engine_started_does_not_start_it(
 
     assert response.status_code == 200, response.content
     assert response.json()["state"] == "unloaded"
-    assert runtime._client is None
+    assert not runtime.engine_client().started
 
 
 def test_a_force_flag_that_is_not_a_boolean_is_a_400_problem(alice: AbstractUser, profile: Profile):

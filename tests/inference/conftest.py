@@ -12,7 +12,8 @@ import openai
 import pytest
 
 from catalog.demo_model import build_model
-from inference.engine.engine import Engine, EngineConfig
+from inference.engine.engine import Engine
+from inference.runtime import engine_config
 from tests.conftest import LiveHub
 
 
@@ -57,7 +58,7 @@ def make_engine() -> Iterator[Callable[..., Engine]]:
     engines: list[Engine] = []
 
     def make(*, start: bool = True, **config: Any) -> Engine:
-        engine = Engine(EngineConfig(**config))
+        engine = Engine(engine_config(**config))
         engines.append(engine)
         if start:
             engine.start()

@@ -8,8 +8,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from inference.engine.client import InProcessEngineClient, RequestStream
-from inference.engine.engine import Engine, Request
+from inference.engine.client import RequestStream
+from inference.engine.engine import Engine
+from inference.engine.local import InProcessEngineClient
+from inference.engine.types import EngineRequest as Request
 from inference.engine.types import GenerationRequest, ModelSpec, SamplingParams
 
 PROMPT = "once upon a time there was a little boy who"
@@ -56,7 +58,7 @@ async def collect(stream: RequestStream) -> Outcome:
 
 
 async def run(engine: Engine, request: Request) -> Outcome:
-    return await collect(InProcessEngineClient(engine).open(request))
+    return await collect(InProcessEngineClient(engine=engine).open(request))
 
 
 async def settled(engine: Engine, key: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from inference.engine import text as text_runner_module
-from inference.engine.client import InProcessEngineClient
+from inference.engine.local import InProcessEngineClient
 from inference.engine.stops import StopStringMatcher
 from inference.engine.types import EngineError, ModelSpec, SamplingParams
 from tests.inference.engine_kit import GREEDY, WAIT_SECONDS, collect, generation, run, settled
@@ -98,7 +98,7 @@ async def test_a_seeded_request_draws_the_same_tokens_alone_and_inside_a_shared_
 
     # Queued before the engine thread starts, so all three are admitted into the same batch.
     shared = make_engine(start=False)
-    client = InProcessEngineClient(shared)
+    client = InProcessEngineClient(engine=shared)
     streams = [
         client.open(generation(spec, prompt="a different prompt", sampling=SamplingParams(temperature=1.0, seed=7))),
         client.open(generation(spec, sampling=seeded, max_tokens=24)),
@@ -117,7 +117,7 @@ async def test_a_seeded_request_draws_the_same_tokens_alone_and_inside_a_shared_
 
 
 async def test_cancelling_a_request_frees_its_slot_and_reports_what_it_produced(engine, spec):
-    stream = InProcessEngineClient(engine).open(generation(spec, max_tokens=1000))
+    stream = InProcessEngineClient(engine=engine).open(generation(spec, max_tokens=1000))
     async with asyncio.timeout(WAIT_SECONDS):
         while (event := await stream.next_event()) is not None and event["type"] != "delta":
             pass
@@ -135,7 +135,7 @@ async def test_cancelling_a_request_frees_its_slot_and_reports_what_it_produced(
 
 async def test_a_full_queue_is_refused_with_429(make_engine, spec):
     engine = make_engine(max_batch=1, max_queue=1)
-    client = InProcessEngineClient(engine)
+    client = InProcessEngineClient(engine=engine)
     streams = [client.open(generation(spec, max_tokens=1000)) for _ in range(2)]
 
     with pytest.raises(EngineError) as refused:

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from inference.engine.client import InProcessEngineClient
 from inference.engine.engine import Engine
+from inference.engine.local import InProcessEngineClient
 from inference.engine.types import EmbeddingRequest, ModelSpec
 from tests.inference.engine_kit import collect, run
 from tests.model_builders import minilm_path
@@ -20,6 +20,12 @@ from tests.model_builders import minilm_path
 def spec() -> ModelSpec:
     path = str(minilm_path())
     return {"key": path, "path": path, "context_length": None, "kind": "embedding"}
+
+
+def rows(event) -> np.ndarray:
+    """The event's vectors: bytes of little-endian float32, as they would cross a process boundary."""
+    assert isinstance(event["vectors"], bytes)
+    return np.frombuffer(event["vectors"], dtype="<f4").reshape(event["count"], event["dimensions"])
 
 
 def request(spec: ModelSpec, inputs: list[str | list[int]]) -> EmbeddingRequest:
@@ -34,17 +40,17 @@ async def test_a_request_larger_than_one_pass_is_split_and_keeps_its_order(make_
     alone = [await run(engine, request(spec, [text])) for text in texts[:5]]
 
     assert together.kinds == ["accepted", "embeddings"]
-    vectors = np.stack(together.last["vectors"])
+    vectors = rows(together.last)
     assert vectors.shape == (40, 384)
     for index, outcome in enumerate(alone):
-        assert np.allclose(vectors[index], outcome.last["vectors"][0], atol=1e-5)
+        assert np.allclose(vectors[index], rows(outcome.last)[0], atol=1e-5)
     assert engine.stats()["models"][spec["key"]]["batches"] >= 40 * 5 // 64
     assert together.last["prompt_tokens"] == together.events[0]["prompt_tokens"]
 
 
 async def test_concurrent_requests_are_embedded_in_shared_passes(make_engine: Callable[..., Engine], spec):
     engine = make_engine()
-    client = InProcessEngineClient(engine)
+    client = InProcessEngineClient(engine=engine)
     await run(engine, request(spec, ["load the model first"]))
     before = engine.stats()["models"][spec["key"]]["batches"]
 

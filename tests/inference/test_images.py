@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from inference.images import ImageError, decode_image, load_image, refusal_reason
+from inference.engine.pictures import decode_rgb
+from inference.images import ImageError, load_image, probe_image, refusal_reason
 
 MAX_BYTES = 64 * 1024
 
@@ -135,11 +136,13 @@ async def fetch(url: str, **options):
 # ---- data: URLs ---------------------------------------------------------------------------------------
 
 
-async def test_a_png_data_url_loads_as_an_rgb_image():
+async def test_a_png_data_url_is_checked_and_its_bytes_decode_as_an_rgb_image_in_the_engine():
     image = await fetch(data_url(png_bytes((20, 10))))
-    assert image.mode == "RGB"
-    assert image.size == (20, 10)
-    assert image.getpixel((0, 0)) == (0, 128, 255)
+    assert (image.format, image.size, image.pixels) == ("PNG", (20, 10), 200)
+    decoded = decode_rgb(image.data)
+    assert decoded.mode == "RGB"
+    assert decoded.size == (20, 10)
+    assert decoded.getpixel((0, 0)) == (0, 128, 255)
 
 
 async def test_jpeg_webp_and_gif_data_urls_load_too():
@@ -151,7 +154,7 @@ async def test_jpeg_webp_and_gif_data_urls_load_too():
 
 async def test_transparent_pixels_become_white():
     image = await fetch(data_url(png_bytes(mode="RGBA", color=(0, 0, 0, 0))))
-    assert image.getpixel((0, 0)) == (255, 255, 255)
+    assert decode_rgb(image.data).getpixel((0, 0)) == (255, 255, 255)
 
 
 @pytest.mark.parametrize(
@@ -198,7 +201,7 @@ async def test_an_oversize_data_url_is_refused():
 
 def test_an_image_with_too_many_pixels_is_refused_before_it_is_decoded():
     with raises("2000 x 2000 pixels"):
-        decode_image(png_bytes((2000, 2000), mode="1", color=1), max_pixels=1_000_000)
+        probe_image(png_bytes((2000, 2000), mode="1", color=1), max_pixels=1_000_000)
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/a.png", "gopher://example.com/", "/a.png"])

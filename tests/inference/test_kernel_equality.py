@@ -98,6 +98,7 @@ def worker(kind: str, tiny_dir: str) -> dict[str, Any]:
     import mlx_lm
 
     from inference.engine.kernels import prepare_model
+    from mlxhub.kernels import engine_kernels
 
     models = {
         "tiny": lambda: mlx_lm.load(tiny_dir)[0],
@@ -107,7 +108,7 @@ def worker(kind: str, tiny_dir: str) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for name, make in models.items():
         model = make()
-        info = prepare_model(model, path=name)
+        info = prepare_model(model, path=name, plan=engine_kernels())
         if kind == "stock":
             assert info["kernel_path"] == "stock", info
             model.set_dtype(mx.float32)  # the reference: the same float32 arithmetic on MLX's bundled BLAS

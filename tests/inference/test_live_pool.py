@@ -42,7 +42,7 @@ def pool_hub(tmp_path_factory: pytest.TempPathFactory, three_models: list[Path])
         stats = engine_stats(probe)
     finally:
         stop_hub(probe)
-    resident = stats["models"][str(three_models[0])]["weights_bytes"]
+    resident = stats["models"][NAMES[0]]["weights_bytes"]
     others = stats["memory"]["active_bytes"] - resident
     budget = others + int(2.5 * resident)  # half a model of room for KV caches
     hub = start_hub(home, MLXHUB_MEMORY_BUDGET=str(budget), MLXHUB_LOAD_WAIT_SECONDS="1")
@@ -87,8 +87,7 @@ def test_a_round_robin_over_three_models_completes_with_only_the_evictions_the_b
 
 def test_twenty_concurrent_first_requests_for_an_unloaded_model_cause_one_load(pool_hub, pool_client, three_models):
     unloaded = next(name for name, (state, _) in states(pool_client).items() if state == "unloaded")
-    key = str(three_models[NAMES.index(unloaded)])
-    loads_before = engine_stats(pool_hub)["models"][key]["loads"]
+    loads_before = engine_stats(pool_hub)["models"][unloaded]["loads"]
     client = openai.AsyncOpenAI(base_url=f"{pool_hub.base_url}/v1", api_key=pool_hub.api_key, max_retries=0)
 
     async def twenty() -> list[Any]:
@@ -100,7 +99,7 @@ def test_twenty_concurrent_first_requests_for_an_unloaded_model_cause_one_load(p
 
     assert len(answers) == 20
     assert all(answer.choices[0].finish_reason == "length" for answer in answers)
-    assert engine_stats(pool_hub)["models"][key]["loads"] - loads_before == 1
+    assert engine_stats(pool_hub)["models"][unloaded]["loads"] - loads_before == 1
     assert states(pool_client)[unloaded][0] == "loaded"
 
 

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from inference.engine.client import InProcessEngineClient
-from inference.engine.engine import Engine, active_memory, free_unused_memory
+from inference.engine.engine import Engine
+from inference.engine.local import InProcessEngineClient
+from inference.engine.pool import active_memory, free_unused_memory
 from inference.engine.types import ModelSpec, SamplingParams
+from inference.runtime import engine_config
 from tests.inference.engine_kit import collect, generation, run, settled
 
 
@@ -27,7 +29,7 @@ def model_bytes(path: Path) -> int:
 @pytest.fixture(scope="module")
 def resident_bytes(three_models: list[Path]) -> int:
     """What one loaded copy really holds on this process's kernel path (float32 doubles bfloat16)."""
-    engine = Engine()
+    engine = Engine(engine_config())
     engine.start()
     try:
         return int(engine.preload(spec_of(three_models[0])).result(timeout=60)["weights_bytes"])
@@ -48,7 +50,7 @@ def loaded(engine: Engine) -> set[str]:
 async def test_twenty_concurrent_first_requests_share_one_load(make_engine: Callable[..., Engine], three_models):
     engine = make_engine()
     spec = spec_of(three_models[0])
-    client = InProcessEngineClient(engine)
+    client = InProcessEngineClient(engine=engine)
 
     outcomes = await asyncio.gather(*(collect(client.open(generation(spec, max_tokens=2))) for _ in range(20)))
 
@@ -137,7 +139,7 @@ async def test_a_request_waits_for_a_busy_model_to_go_idle_then_loads(
 ):
     engine = make_engine(memory_budget=budget_for(1.5, resident_bytes), prefix_cache_bytes=0, load_wait=60)
     a, b = spec_of(three_models[0], **ENDLESS), spec_of(three_models[1])
-    client = InProcessEngineClient(engine)
+    client = InProcessEngineClient(engine=engine)
     long_running = client.open(generation(a, max_tokens=5_000_000, sampling=NEVER_ENDING))
     first = await long_running.next_event(timeout=30)
     assert first is not None and first["type"] == "accepted"
@@ -159,7 +161,7 @@ async def test_a_waiting_request_gets_503_when_the_busy_model_stays_busy(
 ):
     engine = make_engine(memory_budget=budget_for(1.5, resident_bytes), prefix_cache_bytes=0, load_wait=0.5)
     a, b = spec_of(three_models[0], **ENDLESS), spec_of(three_models[1])
-    client = InProcessEngineClient(engine)
+    client = InProcessEngineClient(engine=engine)
     long_running = client.open(generation(a, max_tokens=5_000_000, sampling=NEVER_ENDING))
     assert (await long_running.next_event(timeout=30))["type"] == "accepted"
 
@@ -192,7 +194,7 @@ async def test_unloading_a_busy_model_is_refused_unless_forced_and_forcing_ends_
 ):
     engine = make_engine()
     spec = spec_of(three_models[0], **ENDLESS)
-    client = InProcessEngineClient(engine)
+    client = InProcessEngineClient(engine=engine)
     stream = client.open(generation(spec, max_tokens=5_000_000, sampling=NEVER_ENDING))
     assert (await stream.next_event(timeout=30))["type"] == "accepted"
 
@@ -232,7 +234,7 @@ async def test_requests_queued_behind_a_failed_load_get_its_error_without_loadin
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama"}')  # no weights: the load fails
     spec = spec_of(broken)
-    client = InProcessEngineClient(engine)
+    client = InProcessEngineClient(engine=engine)
 
     outcomes = await asyncio.gather(*(collect(client.open(generation(spec, max_tokens=2))) for _ in range(10)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from django.contrib.auth.models import AbstractUser
 from django.test import Client
 from rest_framework.test import APIClient
 
+from audit.models import AdminAction
 from catalog.models import Profile
 from routing.models import ProviderCredential, RoutingRule
 from tests.mlxhub.factories import PASSWORD
@@ -134,3 +136,93 @@ def test_the_test_connection_action_reports_an_unreachable_provider(
     page = response.content.decode()
     assert "could not connect" in page
     assert SECRET not in page
+
+
+def test_resolve_decides_a_crafted_name_for_a_backtracking_rule_in_well_under_a_second(
+    alice: AbstractUser, credential: ProviderCredential
+) -> None:
+    RoutingRule.objects.create(name="gpt", pattern=r"gpt-(\w+-?)+", match="regex", target_credential=credential,
+                               target_model="gpt-4o")  # fmt: skip
+    api = logged_in(alice)
+    for name in ("gpt-" + "a-" * 90 + "!", "gpt-" + "a" * 190 + "!"):
+        started = time.monotonic()
+        response = api.post("/api/routing/resolve/", {"model": name}, format="json")
+        assert time.monotonic() - started < 1.0
+        assert response.status_code == 200, response.content
+        assert response.json()["rule"] is None
+    assert api.post("/api/routing/resolve/", {"model": "gpt-4o"}, format="json").json()["rule"] == "gpt"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [({"model": "g" * 201}, "no more than 200 characters"), ({"model": ""}, "blank"), ({}, "required")],
+)
+def test_resolve_refuses_a_missing_or_over_long_name_with_a_problem_naming_model(
+    charlie: AbstractUser, body: dict[str, str], message: str
+) -> None:
+    response = logged_in(charlie).post("/api/routing/resolve/", body, format="json")
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/problem+json"
+    assert message in response.json()["errors"]["model"][0]
+
+
+def test_a_regex_rule_that_does_not_compile_is_refused_naming_pattern(alice: AbstractUser, profile: Profile) -> None:
+    rule = {"name": "r", "pattern": "gpt-(", "match": "regex", "target_profile": profile.pk}
+    response = logged_in(alice).post("/api/routing/rules/", rule, format="json")
+    assert response.status_code == 400
+    assert "Not a valid regular expression" in response.json()["errors"]["pattern"][0]
+    assert not RoutingRule.objects.exists()
+
+
+def test_creating_changing_and_deleting_a_rule_through_the_api_writes_one_admin_action_each(
+    alice: AbstractUser, profile: Profile, credential: ProviderCredential
+) -> None:
+    api = logged_in(alice)
+    rule = {"name": "r", "pattern": "big", "target_profile": profile.pk}
+    created = api.post("/api/routing/rules/", rule, format="json")
+    assert created.status_code == 201, created.content
+    url = f"/api/routing/rules/{created.json()['id']}/"
+    fallback = {"target_credential": credential.pk, "target_model": "c1"}
+    changed = api.patch(url, {"priority": 7, "fallbacks": [fallback]}, format="json")
+    assert changed.status_code == 200, changed.content
+    assert changed.json()["fallbacks"] == [{"position": 0, "target_profile": None, **fallback}]
+    assert api.delete(url).status_code == 204
+    actions = AdminAction.objects.filter(object_type="routing.RoutingRule", actor=alice).order_by("pk")
+    assert [action.action for action in actions] == ["created", "changed", "deleted"]
+    assert actions[1].changes == {
+        "priority": 7,
+        "fallbacks": [
+            {"position": 0, "target_profile": None, "target_credential": "anthropic-main", "target_model": "c1"}
+        ],
+    }
+
+
+def test_a_rule_change_the_service_refuses_is_a_400_problem_and_writes_nothing(
+    alice: AbstractUser, profile: Profile, credential: ProviderCredential
+) -> None:
+    rule = RoutingRule.objects.create(name="r", pattern="big", target_profile=profile)
+    response = logged_in(alice).patch(f"/api/routing/rules/{rule.pk}/", {"target_credential": credential.pk},
+                                      format="json")  # fmt: skip
+    assert response.status_code == 400
+    assert "either a local profile or a provider credential" in str(response.json()["errors"]["non_field_errors"])
+    rule.refresh_from_db()
+    assert rule.target_credential is None
+    assert not AdminAction.objects.filter(object_type="routing.RoutingRule").exists()
+
+
+def test_deleting_a_credential_writes_an_admin_action_and_one_a_rule_targets_is_a_409_problem(
+    alice: AbstractUser, credential: ProviderCredential
+) -> None:
+    api = logged_in(alice)
+    RoutingRule.objects.create(name="claude", pattern="c", target_credential=credential, target_model="m")
+    refused = api.delete(f"/api/routing/credentials/{credential.pk}/")
+    assert refused.status_code == 409
+    assert refused["Content-Type"] == "application/problem+json"
+    assert "claude" in refused.json()["detail"]
+    assert not AdminAction.objects.filter(action="deleted").exists()
+
+    RoutingRule.objects.all().delete()
+    assert api.delete(f"/api/routing/credentials/{credential.pk}/").status_code == 204
+    [action] = AdminAction.objects.filter(action="deleted", object_type="routing.ProviderCredential")
+    assert (action.actor, action.object_repr) == (alice, "anthropic-main")
+    assert not ProviderCredential.objects.exists()

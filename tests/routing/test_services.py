@@ -1,4 +1,4 @@
-"""Credentials at rest, key rotation, rule resolution and its cache, the circuit breaker."""
+"""Credentials at rest, key rotation, rule and credential writes with their admin actions, the breaker."""
 
 from __future__ import annotations
 
@@ -8,15 +8,25 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import ProtectedError
 
 from audit.models import AdminAction
 from catalog.models import Profile
 from mlxhub import crypto
 from routing.backends import CircuitBreaker
-from routing.models import ProviderCredential, RoutingFallback, RoutingRule
-from routing.services import credential_secret, credential_update, routing_rule_resolve
+from routing.models import ProviderCredential, RoutingRule
+from routing.selectors import routing_rule_resolve
+from routing.services import (
+    credential_delete,
+    credential_secret,
+    credential_update,
+    routing_rule_create,
+    routing_rule_delete,
+    routing_rule_update,
+)
 from tests.routing.conftest import SECRET
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -80,53 +90,7 @@ def test_an_update_without_a_secret_keeps_the_stored_one(credential: ProviderCre
     assert stored_secret_column(credential) == before
 
 
-def test_no_rule_means_the_local_profile_of_that_name(profile: Profile) -> None:
-    route = routing_rule_resolve(model_name="tiny")
-    assert route.rule is None
-    assert [target.profile for target in route.targets] == ["tiny"]
-
-
-def test_rules_match_exact_glob_and_regex_in_priority_order(profile: Profile, credential: ProviderCredential) -> None:
-    RoutingRule.objects.create(name="glob", pattern="claude-*", match="glob", priority=20,
-                               target_credential=credential, target_model="claude-sonnet")  # fmt: skip
-    RoutingRule.objects.create(name="regex", pattern=r"claude-\d+", match="regex", priority=10,
-                               target_credential=credential, target_model="claude-opus")  # fmt: skip
-    RoutingRule.objects.create(name="exact", pattern="house", priority=30, target_profile=profile)
-    RoutingRule.objects.create(name="off", pattern="*", match="glob", priority=1, enabled=False, target_profile=profile)
-    assert routing_rule_resolve(model_name="claude-3").rule == "regex"
-    assert routing_rule_resolve(model_name="claude-haiku").targets[0].model == "claude-sonnet"
-    assert routing_rule_resolve(model_name="house").targets[0].profile == "tiny"
-    assert routing_rule_resolve(model_name="houses").rule is None
-
-
-def test_fallbacks_come_in_their_order(profile: Profile, credential: ProviderCredential) -> None:
-    rule = RoutingRule.objects.create(name="r", pattern="big", target_credential=credential, target_model="c1")
-    RoutingFallback.objects.create(rule=rule, position=2, target_profile=profile)
-    RoutingFallback.objects.create(rule=rule, position=1, target_credential=credential, target_model="c2")
-    route = routing_rule_resolve(model_name="big")
-    assert [target.backend for target in route.targets] == ["anthropic-main", "anthropic-main", "local"]
-    assert [target.model or target.profile for target in route.targets] == ["c1", "c2", "tiny"]
-
-
-def test_the_resolution_is_cached_and_dropped_when_a_rule_changes(
-    profile: Profile, credential: ProviderCredential, django_assert_num_queries: Any
-) -> None:
-    rule = RoutingRule.objects.create(name="r", pattern="big", target_profile=profile)
-    routing_rule_resolve(model_name="big")
-    with django_assert_num_queries(0):
-        assert routing_rule_resolve(model_name="big").targets[0].is_local
-    rule.target_profile = None
-    rule.target_credential = credential
-    rule.target_model = "claude"
-    rule.save()
-    assert routing_rule_resolve(model_name="big").targets[0].backend == "anthropic-main"
-    rule.delete()
-    assert routing_rule_resolve(model_name="big").rule is None
-
-
 def test_a_rule_needs_exactly_one_target_and_a_valid_regex(profile: Profile, credential: ProviderCredential) -> None:
-    from django.core.exceptions import ValidationError
-
     with pytest.raises(ValidationError):
         RoutingRule(name="x", pattern="a", target_profile=profile, target_credential=credential).full_clean()
     with pytest.raises(ValidationError):
@@ -152,3 +116,92 @@ def test_the_breaker_opens_after_repeated_failures_and_lets_one_probe_through_af
     breaker.record_success()
     assert breaker.state == "closed"
     assert breaker.allow() and breaker.allow()
+
+
+def rule_actions(action: str) -> list[AdminAction]:
+    return list(AdminAction.objects.filter(object_type="routing.RoutingRule", action=action))
+
+
+def test_creating_a_rule_writes_it_its_fallbacks_and_one_admin_action_with_the_values(
+    alice: Any, profile: Profile, credential: ProviderCredential
+) -> None:
+    rule = routing_rule_create(actor=alice, name="claude", pattern="claude-*", match="glob",
+                               target_credential=credential, target_model="claude-sonnet",
+                               fallbacks=[{"position": 0, "target_profile": profile}])  # fmt: skip
+    assert [(step.target_profile, step.position) for step in rule.fallbacks.all()] == [(profile, 0)]
+    [action] = rule_actions("created")
+    assert action.actor == alice
+    assert action.object_id == str(rule.pk)
+    assert action.changes["pattern"] == "claude-*"
+    assert action.changes["target_credential"] == "anthropic-main"
+    assert action.changes["fallbacks"] == [
+        {"position": 0, "target_profile": "tiny", "target_credential": None, "target_model": ""}
+    ]
+    assert SECRET not in str(action.changes)
+    assert routing_rule_resolve(model_name="claude-x").rule == "claude"
+
+
+def test_updating_a_rule_records_only_the_fields_given_and_replaces_the_fallbacks_when_given(
+    alice: Any, profile: Profile, credential: ProviderCredential
+) -> None:
+    rule = routing_rule_create(actor=alice, name="r", pattern="big", target_profile=profile,
+                               fallbacks=[{"target_credential": credential, "target_model": "c1"}])  # fmt: skip
+    routing_rule_update(rule=rule, actor=alice, priority=5)
+    assert rule_actions("changed")[0].changes == {"priority": 5}
+    assert [step.target_model for step in RoutingRule.objects.get().fallbacks.all()] == ["c1"]  # kept
+
+    routing_rule_update(rule=rule, actor=alice, fallbacks=[{"target_credential": credential, "target_model": "c2"}])
+    assert [step.target_model for step in RoutingRule.objects.get().fallbacks.all()] == ["c2"]
+    assert len(rule_actions("changed")) == 2
+    with pytest.raises(TypeError, match="colour"):
+        routing_rule_update(rule=rule, actor=alice, colour="blue")
+
+
+def test_a_rule_whose_fallback_fails_validation_writes_nothing(
+    alice: Any, profile: Profile, credential: ProviderCredential
+) -> None:
+    with pytest.raises(ValidationError, match="provider's model name"):
+        routing_rule_create(actor=alice, name="r", pattern="big", target_profile=profile,
+                            fallbacks=[{"target_credential": credential}])  # fmt: skip
+    assert not RoutingRule.objects.exists()  # the rule row was saved before the fallback failed: rolled back
+    assert not rule_actions("created")
+
+
+def test_an_update_that_fails_validation_leaves_the_rule_its_fallbacks_and_the_log_as_they_were(
+    alice: Any, profile: Profile, credential: ProviderCredential
+) -> None:
+    rule = routing_rule_create(actor=alice, name="r", pattern="big", target_profile=profile,
+                               fallbacks=[{"target_credential": credential, "target_model": "c1"}])  # fmt: skip
+    with pytest.raises(ValidationError):
+        routing_rule_update(rule=rule, actor=alice, pattern="huge", fallbacks=[{"target_profile": None}])
+    with pytest.raises(ValidationError, match="regular expression"):
+        routing_rule_update(rule=rule, actor=alice, match="regex", pattern="(")
+    stored = RoutingRule.objects.get()
+    assert (stored.pattern, stored.match) == ("big", "exact")
+    assert [step.target_model for step in stored.fallbacks.all()] == ["c1"]
+    assert not rule_actions("changed")
+
+
+def test_deleting_a_rule_or_a_credential_writes_one_admin_action_each(
+    alice: Any, profile: Profile, credential: ProviderCredential
+) -> None:
+    rule = routing_rule_create(actor=alice, name="r", pattern="big", target_profile=profile)
+    routing_rule_delete(rule=rule, actor=alice)
+    credential_delete(credential=credential, actor=alice)
+    assert not RoutingRule.objects.exists()
+    assert not ProviderCredential.objects.exists()
+    deleted = AdminAction.objects.filter(action="deleted", actor=alice)
+    assert sorted((action.object_type, action.object_repr) for action in deleted) == [
+        ("routing.ProviderCredential", "anthropic-main"),
+        ("routing.RoutingRule", "r"),
+    ]
+
+
+def test_a_credential_a_rule_targets_is_not_deleted_and_nothing_is_recorded(
+    alice: Any, credential: ProviderCredential
+) -> None:
+    routing_rule_create(actor=alice, name="r", pattern="big", target_credential=credential, target_model="c1")
+    with pytest.raises(ProtectedError):
+        credential_delete(credential=credential, actor=alice)
+    assert ProviderCredential.objects.filter(pk=credential.pk).exists()
+    assert not AdminAction.objects.filter(action="deleted").exists()

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import json
 
-from routing.translation import (
-    AnthropicToOpenAIStream,
-    OpenAIToAnthropicStream,
-    anthropic_error_body,
-    anthropic_request_to_openai,
-    anthropic_response_to_openai,
-    openai_request_to_anthropic,
-    openai_response_to_anthropic,
-)
+from routing.translation.errors import anthropic_error_body
+from routing.translation.requests import anthropic_request_to_openai, openai_request_to_anthropic
+from routing.translation.responses import anthropic_response_to_openai, openai_response_to_anthropic
+from routing.translation.streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
 
 PNG = "iVBORw0KGgo="
 

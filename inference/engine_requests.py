@@ -1,0 +1,275 @@
+"""Validated /v1 bodies turned into engine requests, and what each may cost before it is tokenized."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+from catalog.models import ModelKind, Profile
+from inference.engine.types import EmbeddingRequest, EngineRequest, GenerationRequest, ModelSpec, SamplingParams
+from inference.errors import OpenAIError
+from inference.schemas import ChatCompletionRequest, CompletionRequest, ImagePart, SamplingFields, TextPart
+
+DEFAULT_TEMPERATURE = 1.0
+# Tokens a chat template adds around each message (role markers, separators), at most.
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+# Tokens one image may become in a vision prompt, at most (for the usage reservation before tokenizing).
+IMAGE_TOKENS_BOUND = 4096
+# Which endpoints each kind of model serves.
+SERVES = {
+    "chat completions": {ModelKind.TEXT, ModelKind.VISION},
+    "text completions": {ModelKind.TEXT},
+    "embeddings": {ModelKind.EMBEDDING},
+}
+
+
+def require_kind(profile: Profile, what: str) -> None:
+    """A request of the wrong kind (chat to an embedding model) gets a 400 saying so."""
+    kind = profile.local_model.kind
+    if kind not in SERVES[what]:
+        endpoint = {
+            ModelKind.EMBEDDING: "/v1/embeddings",
+            ModelKind.TEXT: "/v1/chat/completions or /v1/completions",
+            ModelKind.VISION: "/v1/chat/completions",
+        }[ModelKind(kind)]
+        raise OpenAIError(
+            f"The model '{profile.name}' is a {kind} model and does not serve {what}; use {endpoint}.",
+            param="model",
+            code="wrong_model_kind",
+        )
+
+
+def model_spec_for(profile: Profile) -> ModelSpec:
+    return {
+        "key": profile.local_model.path,
+        "path": profile.local_model.path,
+        "context_length": profile.effective_context_length(),
+        "kind": profile.local_model.kind,  # type: ignore[typeddict-item]
+        "pinned": profile.pinned,
+        "idle_ttl": float(profile.idle_ttl_seconds) if profile.idle_ttl_seconds else None,
+    }
+
+
+def refuse_unsupported(payload: SamplingFields, *, images: bool = False) -> None:
+    """Fields the engine does not honour yet: a 400 naming them, never a silent ignore."""
+    if payload.n is not None and payload.n > 1:
+        raise OpenAIError("n > 1 is not supported yet; send one request per choice.", param="n")
+    if payload.logprobs not in (None, False, 0):
+        raise OpenAIError("logprobs are not supported yet.", param="logprobs")
+    if payload.top_logprobs:
+        raise OpenAIError("top_logprobs is not supported yet.", param="top_logprobs")
+    if isinstance(payload, ChatCompletionRequest):
+        if payload.tools:
+            raise OpenAIError("Tool calling is not supported yet.", param="tools")
+        if payload.tool_choice not in (None, "none"):
+            raise OpenAIError("Tool calling is not supported yet.", param="tool_choice")
+        if payload.response_format is not None and payload.response_format.type != "text":
+            raise OpenAIError(
+                f"response_format {payload.response_format.type!r} is not supported yet; only 'text' is.",
+                param="response_format",
+            )
+        for index, message in enumerate(payload.messages):
+            if message.role == "tool" or message.tool_calls:
+                raise OpenAIError("Tool calling is not supported by local models yet.", param=f"messages[{index}]")
+            if isinstance(message.content, list):
+                for part_index, part in enumerate(message.content):
+                    if isinstance(part, ImagePart) and not images:
+                        raise OpenAIError(
+                            "Image inputs are not supported by this model.",
+                            param=f"messages[{index}].content[{part_index}]",
+                        )
+    if isinstance(payload, CompletionRequest):
+        if payload.echo:
+            raise OpenAIError("echo is not supported yet.", param="echo")
+        if payload.suffix:
+            raise OpenAIError("suffix is not supported.", param="suffix")
+        if payload.best_of not in (None, 1):
+            raise OpenAIError("best_of is not supported.", param="best_of")
+
+
+def sampling_params(payload: Any, profile: Profile) -> SamplingParams:
+    """Sampling from a request body (OpenAI's or Anthropic's fields; missing ones take the defaults), the
+    profile's defaults where the request is silent."""
+
+    def field(name: str) -> Any:
+        return getattr(payload, name, None)
+
+    temperature = field("temperature")
+    if temperature is None:
+        temperature = profile.default_temperature if profile.default_temperature is not None else DEFAULT_TEMPERATURE
+    top_p = field("top_p")
+    if top_p is None:
+        top_p = profile.default_top_p or 1.0
+    seed = field("seed")
+    return SamplingParams(
+        temperature=temperature,
+        top_p=top_p,
+        top_k=field("top_k") or 0,
+        min_p=field("min_p") or 0.0,
+        presence_penalty=field("presence_penalty") or 0.0,
+        frequency_penalty=field("frequency_penalty") or 0.0,
+        repetition_penalty=field("repetition_penalty") or 1.0,
+        logit_bias={int(token): bias for token, bias in (field("logit_bias") or {}).items()},
+        # mx.random.key takes an unsigned 64-bit seed; a negative seed maps to its two's complement.
+        seed=seed % (1 << 64) if seed is not None else None,
+    )
+
+
+def engine_messages(payload: ChatCompletionRequest, *, vision: bool) -> list[dict[str, Any]]:
+    """Messages as the engine renders them: text, or for a vision model text and image placeholders in order."""
+    messages: list[dict[str, Any]] = []
+    for message in payload.messages:
+        role = "system" if message.role == "developer" else message.role
+        if vision and isinstance(message.content, list) and any(isinstance(p, ImagePart) for p in message.content):
+            parts = [
+                {"type": "text", "text": part.text} if isinstance(part, TextPart) else {"type": "image"}
+                for part in message.content
+            ]
+            messages.append({"role": role, "content": parts})
+        else:
+            messages.append({"role": role, "content": message.text()})
+    return messages
+
+
+def image_urls(payload: ChatCompletionRequest) -> list[tuple[str, str]]:
+    """(url, param) of every image part, in order."""
+    found = []
+    for index, message in enumerate(payload.messages):
+        if isinstance(message.content, list):
+            for part_index, part in enumerate(message.content):
+                if isinstance(part, ImagePart):
+                    found.append((part.image_url.url, f"messages[{index}].content[{part_index}].image_url.url"))
+    return found
+
+
+def check_image_count(urls: list[tuple[str, str]]) -> None:
+    """Refused before any reservation or fetch: a request may carry at most MLXHUB_MAX_IMAGES images."""
+    limit = settings.MLXHUB_MAX_IMAGES
+    if len(urls) > limit:
+        raise OpenAIError(
+            f"A request may carry at most {limit} images; this one has {len(urls)}.",
+            param=urls[limit][1],
+            code="too_many_images",
+        )
+
+
+async def fetch_images(urls: list[tuple[str, str]]) -> list[bytes]:
+    """The request's images, fetched or decoded from data URLs and checked (size cap, timeout, no private
+    addresses, pixels per image and in all); a 400 naming the part when one fails. Call after reserving."""
+    from inference.images import ImageError, load_image
+
+    images: list[bytes] = []
+    total_pixels = 0
+    for url, param in urls:
+        try:
+            image = await load_image(
+                url,
+                max_bytes=settings.MLXHUB_IMAGE_MAX_BYTES,
+                timeout=settings.MLXHUB_IMAGE_FETCH_TIMEOUT,
+                allow_private=settings.MLXHUB_IMAGE_ALLOW_PRIVATE,
+                max_pixels=settings.MLXHUB_IMAGE_MAX_PIXELS,
+            )
+        except ImageError as exc:
+            raise OpenAIError(str(exc), param=param, code="invalid_image") from exc
+        total_pixels += image.pixels
+        if total_pixels > settings.MLXHUB_IMAGE_MAX_TOTAL_PIXELS:
+            raise OpenAIError(
+                f"The images of this request hold more than {settings.MLXHUB_IMAGE_MAX_TOTAL_PIXELS} pixels "
+                "in all; send fewer or smaller images.",
+                param=param,
+                code="invalid_image",
+            )
+        images.append(image.data)
+    return images
+
+
+def chat_request(*, payload: ChatCompletionRequest, profile: Profile, trace_id: str) -> GenerationRequest:
+    """The engine request for a chat completion; its images are fetched later (after the reservation)."""
+    vision = profile.local_model.kind == ModelKind.VISION
+    refuse_unsupported(payload, images=vision)
+    both_given = payload.max_completion_tokens is not None and payload.max_tokens is not None
+    if both_given and payload.max_completion_tokens != payload.max_tokens:
+        raise OpenAIError(
+            "max_tokens and max_completion_tokens disagree; send only max_completion_tokens.",
+            param="max_completion_tokens",
+        )
+    messages = engine_messages(payload, vision=vision)
+    if profile.system_prompt and not any(message["role"] == "system" for message in messages):
+        messages.insert(0, {"role": "system", "content": profile.system_prompt})
+    max_tokens = payload.max_completion_tokens or payload.max_tokens or profile.default_max_tokens
+    return GenerationRequest(
+        trace_id=trace_id,
+        model=model_spec_for(profile),
+        messages=messages,
+        max_tokens=max_tokens,
+        stop=payload.stop_list(),
+        sampling=sampling_params(payload, profile),
+    )
+
+
+def completion_request(*, payload: CompletionRequest, profile: Profile, trace_id: str) -> GenerationRequest:
+    refuse_unsupported(payload)
+    prompt = payload.prompt
+    text: str | None = None
+    tokens: list[int] | None = None
+    if isinstance(prompt, str):
+        text = prompt
+    elif prompt and all(isinstance(item, str) for item in prompt):
+        if len(prompt) > 1:
+            raise OpenAIError("Only one prompt per request is supported yet.", param="prompt")
+        text = str(prompt[0])
+    elif prompt and all(isinstance(item, int) for item in prompt):
+        tokens = [int(item) for item in prompt]  # type: ignore[arg-type]
+    elif prompt and all(isinstance(item, list) for item in prompt):
+        if len(prompt) > 1:
+            raise OpenAIError("Only one prompt per request is supported yet.", param="prompt")
+        tokens = list(prompt[0])  # type: ignore[arg-type]
+    else:
+        raise OpenAIError("The prompt is empty.", param="prompt")
+    return GenerationRequest(
+        trace_id=trace_id,
+        model=model_spec_for(profile),
+        prompt=text,
+        prompt_tokens=tokens,
+        max_tokens=payload.max_tokens or profile.default_max_tokens or 16,
+        stop=payload.stop_list(),
+        sampling=sampling_params(payload, profile),
+    )
+
+
+def embedding_request(*, inputs: list[str | list[int]], profile: Profile, trace_id: str) -> EmbeddingRequest:
+    return EmbeddingRequest(trace_id=trace_id, model=model_spec_for(profile), inputs=inputs)
+
+
+def embedding_cost(inputs: list[str | list[int]]) -> int:
+    """Bytes bound the tokens of a string (byte-level tokenizers), plus the two special tokens of each input."""
+    return sum((len(item.encode()) if isinstance(item, str) else len(item)) + 2 for item in inputs)
+
+
+def _message_bytes(message: dict[str, Any]) -> int:
+    content = message["content"]
+    if isinstance(content, str):
+        return len(content.encode())
+    return sum(len(str(part.get("text", "")).encode()) for part in content)
+
+
+def local_cost(request: EngineRequest, *, context_length: int | None, images: int = 0) -> int:
+    """An upper bound on prompt + completion tokens, known before tokenizing.
+
+    Byte-level BPE never makes more tokens than bytes (plus the chat template's few special
+    tokens, the two an embedding input gets), so reserving bytes + max_tokens cannot under-reserve.
+    """
+    if isinstance(request, EmbeddingRequest):
+        return embedding_cost(request.inputs)
+    if request.prompt_tokens is not None:
+        prompt = len(request.prompt_tokens)
+    elif request.messages is not None:
+        prompt = sum(_message_bytes(m) + TEMPLATE_TOKENS_PER_MESSAGE for m in request.messages)
+        prompt += IMAGE_TOKENS_BOUND * images
+    else:
+        prompt = len((request.prompt or "").encode()) + 1
+    if context_length:
+        prompt = min(prompt, context_length)
+    completion = request.max_tokens or max(0, (context_length or 0) - prompt)
+    return prompt + completion

@@ -1,0 +1,51 @@
+"""What every protocol's renderer provides to the serving path."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import Any
+
+from inference.engine.types import AcceptedEvent, EngineEvent, FinishEvent
+from inference.errors import OpenAIError
+
+
+def compact_json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class Renderer(ABC):
+    """One response in one protocol: server-sent event frames while streaming, a body when not, both from
+    the same engine events (so a streamed answer and a whole one say the same)."""
+
+    def stream_start(self, accepted: AcceptedEvent) -> bytes:
+        """Frames sent once the engine has admitted the request, before its first token."""
+        return b""
+
+    @abstractmethod
+    def stream_delta(self, text: str) -> bytes: ...
+
+    @abstractmethod
+    def stream_finish(self, finish: FinishEvent) -> bytes:
+        """The held-back text (if any), the finish frames and usage."""
+
+    @abstractmethod
+    def stream_error(self, error: OpenAIError) -> bytes: ...
+
+    @abstractmethod
+    def heartbeat(self) -> bytes:
+        """Keeps proxies and clients waiting through a long prefill."""
+
+    def stream_end(self) -> bytes:
+        return b""
+
+    @abstractmethod
+    def body(self, events: list[EngineEvent]) -> dict[str, Any]:
+        """The whole answer from every event the engine sent (the last one terminal)."""
+
+
+def text_and_finish(events: list[EngineEvent]) -> tuple[str, FinishEvent]:
+    pieces = [event["text"] for event in events if event["type"] in ("delta", "finish")]
+    finish = events[-1]
+    assert finish["type"] == "finish"
+    return "".join(pieces), finish
