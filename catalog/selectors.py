@@ -29,6 +29,7 @@ from catalog.model_facts import (
     weights_bytes,
 )
 from catalog.models import Download, HubToken, LocalModel, Profile
+from inference.engine.stats import ModelStats
 from mlxhub import crypto
 
 
@@ -236,58 +237,48 @@ class PoolMemory:
         return min(100.0, 100.0 * self.used_bytes / self.budget_bytes) if self.budget_bytes else 0.0
 
 
-def pool_memory(*, pool: dict[str, dict[str, Any]]) -> PoolMemory:
+def pool_memory(*, pool: dict[str, ModelStats]) -> PoolMemory:
     """Loaded weights plus the shared prefix cache, against the memory budget."""
-    loaded = [stats for stats in pool.values() if stats.get("state") == "loaded"]
+    loaded = [stats for stats in pool.values() if stats.state == "loaded"]
     return PoolMemory(
         budget_bytes=memory_budget_bytes(settings.MLXHUB_MEMORY_BUDGET_BYTES),
-        weights_bytes=sum(int(stats.get("weights_bytes", 0)) for stats in loaded),
-        # Every model's stats carry the one prefix cache's size: count it once.
-        cache_bytes=max((int(stats.get("prefix_cache_bytes", 0)) for stats in loaded), default=0),
+        weights_bytes=sum(stats.memory_bytes for stats in loaded),
+        # Every model's figures carry the one prefix cache's size: count it once.
+        cache_bytes=max((stats.prefix_cache_bytes for stats in loaded), default=0),
     )
 
 
 @dataclass(frozen=True)
 class ProfileState:
     profile: Profile
-    state: str  # loaded, loading or unloaded
-    weights_bytes: int
-    active_requests: int
-    waiting: int
-    kernel: str
-    last_error: str
+    stats: ModelStats
+
+    @property
+    def state(self) -> str:
+        return self.stats.state
 
     @property
     def busy(self) -> bool:
-        return self.state == "loading" or self.active_requests > 0
+        return self.stats.state == "loading" or self.stats.active_requests > 0
+
+    @property
+    def kernel(self) -> str:
+        """How the weights are served: "optimized, float32 via mkl" or "stock, bfloat16"; "" unless loaded."""
+        if self.stats.state != "loaded":
+            return ""
+        words = ", ".join(part for part in (self.stats.kernel_path, self.stats.weights_dtype) if part)
+        return f"{words} via {self.stats.blas}" if self.stats.blas and words else words
 
 
-def _kernel_words(stats: dict[str, Any]) -> str:
-    # "optimized, float32 via mkl" or "stock, bfloat16".
-    words = ", ".join(str(part) for part in (stats.get("kernel_path"), stats.get("weights_dtype")) if part)
-    return f"{words} via {stats['blas']}" if stats.get("blas") and words else words
-
-
-def profiles_with_state(*, pool: dict[str, dict[str, Any]], enabled_only: bool = False) -> list[ProfileState]:
+def profiles_with_state(*, pool: dict[str, ModelStats], enabled_only: bool = False) -> list[ProfileState]:
     profiles = Profile.objects.select_related("local_model").order_by("name")
     if enabled_only:
         profiles = profiles.filter(enabled=True)
-    rows = []
-    for profile in profiles:
-        stats = pool.get(profile.local_model.path, {})
-        state = str(stats.get("state", "unloaded"))
-        rows.append(
-            ProfileState(
-                profile=profile,
-                state=state,
-                weights_bytes=int(stats.get("weights_bytes", 0)) if state == "loaded" else 0,
-                active_requests=int(stats.get("active_requests", 0)),
-                waiting=int(stats.get("waiting", 0)),
-                kernel=_kernel_words(stats) if state == "loaded" else "",
-                last_error=str(stats.get("last_error") or ""),
-            )
-        )
-    return rows
+    # The pool knows models by their folder; one the engine has not seen is unloaded.
+    return [
+        ProfileState(profile, pool.get(profile.local_model.path) or ModelStats(key=profile.local_model.path))
+        for profile in profiles
+    ]
 
 
 def local_model_fits(*, local_model: LocalModel) -> bool:

@@ -33,8 +33,8 @@ def _live_context() -> dict[str, Any]:
     rows = profiles_with_state(pool=pool)
     loaded = [row for row in rows if row.state in {"loaded", "loading"}]
     downloads = list(Download.objects.filter(status__in=Download.ACTIVE_STATUSES).order_by("created_at")[:5])
-    in_flight = sum(row.active_requests for row in loaded)
-    waiting = sum(row.waiting for row in loaded)
+    in_flight = sum(row.stats.active_requests for row in loaded)
+    waiting = sum(row.stats.waiting for row in loaded)
     busy = bool(in_flight or downloads or any(row.state == "loading" for row in rows))
     return {
         "loaded": loaded,

@@ -20,7 +20,8 @@ from mlxhub.accounts.models import Role
 from mlxhub.pages import actor, is_htmx, render_page, role_required
 from routing.forms import CredentialForm, ResolveForm
 from routing.models import ProviderCredential, RoutingRule
-from routing.services import credential_create, credential_test, routing_rule_resolve
+from routing.selectors import routing_rule_resolve
+from routing.services import credential_create, credential_test
 
 FORM_INVALID = 422
 

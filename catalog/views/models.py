@@ -131,7 +131,7 @@ def profile_load_view(request: HttpRequest, name: str) -> HttpResponse:
         stats = profile_load(profile=profile, actor=actor(request))
     except EngineError as exc:
         return _engine_refusal(request, profile, exc)
-    return _after_action(request, f"Loaded “{name}” ({filesizeformat(stats.get('weights_bytes', 0))}).")
+    return _after_action(request, f"Loaded “{name}” ({filesizeformat(stats.memory_bytes)}).")
 
 
 @require_POST
@@ -156,7 +156,8 @@ def profile_pin_view(request: HttpRequest, name: str) -> HttpResponse:
         profile.pinned = pinned
         profile_save(profile=profile, actor=actor(request), changed=["pinned"])
     # The engine learns of the change when it (re)loads the spec: pinning loads it, unpinning updates a loaded one.
-    loaded = pool_models().get(profile.local_model.path, {}).get("state") == "loaded"
+    stats = pool_models().get(profile.local_model.path)
+    loaded = stats is not None and stats.state == "loaded"
     if pinned or loaded:
         try:
             profile_load(profile=profile, actor=actor(request))

@@ -267,8 +267,8 @@ def test_a_member_chats_and_the_reply_grows_on_the_page_before_it_ends(tab: Brow
     assert len({length for length in streaming if length > 0}) >= 3, streaming  # visibly growing, then done
     meta = page.locator(".msg-meta").last.inner_text()
     assert "TTFT" in meta and "tokens/s" in meta and "completion tokens" in meta, meta
-    assert page.locator("#snippet-curl").inner_text().startswith(f"curl {tab.base_url}/v1/chat/completions")
-    assert '"model": "demo"' in page.locator("#snippet-curl").inner_text()
+    snippet = page.locator("#snippet-curl").text_content() or ""
+    assert snippet.startswith(f"curl {tab.base_url}/v1/chat/completions") and '"model": "demo"' in snippet
 
 
 def test_stop_ends_a_long_generation_and_the_engine_shows_it_cancelled(tab: Browser, stack: Stack):
@@ -294,9 +294,12 @@ def test_stop_ends_a_long_generation_and_the_engine_shows_it_cancelled(tab: Brow
     page.wait_for_selector(".msg.assistant[data-state=stopped]")
     assert page.is_visible("#send") and not page.is_visible("#stop")
     with api(stack) as client:
-        path = local["path"]
-        wait_until(lambda: client.get("/v1/engine").json()["models"].get(path, {}).get("active_requests") == 0)
-        assert client.get("/v1/engine").json()["in_flight"].get(path, 0) == 0
+
+        def engine_idle() -> bool:
+            model = client.get("/v1/engine").json()["models"]["browser-long"]
+            return model["active_requests"] == 0 and model["in_flight"] == 0
+
+        wait_until(engine_idle)
         row = wait_until(
             lambda: (client.get("/api/audit/", params={"model": "browser-long"}).json()["results"] or [None])[0]
         )
@@ -379,6 +382,17 @@ def test_a_viewer_sees_no_write_controls_and_gets_403_posting_to_them(tab: Brows
         ("/models/profiles/", {"name": "sneaky"}),
     ]:
         assert tab.post(path, form).status == 403, path
+
+
+def test_the_playgrounds_endpoint_refuses_a_viewers_session(tab: Browser):
+    """Viewers read; only members and admins use the playground, also when posting to /v1 directly."""
+    tab.sign_in("charlie")
+    token = next(cookie["value"] for cookie in tab.page.context.cookies() if cookie["name"] == "csrftoken")
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+    for path, payload in [("/v1/chat/completions", body), ("/v1/embeddings", {"model": "minilm", "input": "hi"})]:
+        answer = tab.page.request.post(tab.base_url + path, data=payload, headers={"X-CSRFToken": token})
+        assert answer.status == 403, f"{path}: {answer.status} {answer.text()[:300]}"
 
 
 def test_an_admin_changes_a_members_role_and_the_change_shows_in_the_log(tab: Browser):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import Client
 
 from audit.models import AdminAction
@@ -30,6 +31,10 @@ pytestmark = pytest.mark.usefixtures("hub_settings")
 @pytest.fixture
 def repo(request: Any, fake_hub: FakeHub, tiny_model_dir: Path) -> FakeRepo:
     return fake_hub.add(text_repo(tiny_model_dir, f"{ORG}/pages-{request.node.name[5:60]}"))
+
+
+def engine_stats(profile: Profile) -> Any:
+    return async_to_sync(runtime.engine_client().stats)().model(profile.local_model.path)
 
 
 # /models/
@@ -64,9 +69,9 @@ def test_the_models_page_shows_state_memory_kind_kernel_and_fit(as_bob: Client, 
     response = as_bob.post(f"/models/profiles/{profile.name}/load/", **HTMX)
 
     page = response.content.decode()
-    stats = runtime.engine_client().stats()["models"][profile.local_model.path]
+    stats = engine_stats(profile)
     assert response.status_code == 200 and 'data-state="loaded"' in page
-    assert stats["kernel_path"] in page and "Text" in page
+    assert stats.kernel_path and stats.kernel_path in page and "Text" in page
     full = as_bob.get("/models/").content.decode()
     assert "fits" in full and profile.local_model.repo_id in full
 
@@ -75,13 +80,13 @@ def test_pinning_loads_the_model_and_unloading_frees_it(as_bob: Client, profile:
     as_bob.post(f"/models/profiles/{profile.name}/pin/", {"pinned": "1"}, **HTMX)
 
     profile.refresh_from_db()
-    stats = runtime.engine_client().stats()["models"][profile.local_model.path]
-    assert profile.pinned and stats["state"] == "loaded" and stats["pinned"]
+    stats = engine_stats(profile)
+    assert profile.pinned and stats.state == "loaded" and stats.pinned
 
     response = as_bob.post(f"/models/profiles/{profile.name}/unload/", **HTMX)
 
     assert 'data-state="unloaded"' in response.content.decode()
-    assert runtime.engine_client().stats()["models"][profile.local_model.path]["state"] == "unloaded"
+    assert engine_stats(profile).state == "unloaded"
 
 
 def test_a_load_that_does_not_fit_answers_in_words(as_bob: Client, profile: Profile, monkeypatch: Any):
