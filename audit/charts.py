@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-WIDTH = 640
-HEIGHT = 180
-LEFT = 44  # room for the y labels
+# Drawn at about the size a third of the page shows it, so its 10 px labels stay readable.
+WIDTH = 380
+HEIGHT = 170
+LEFT = 40  # room for the y labels
 BOTTOM = 20  # room for the x labels
 TOP = 8
 
@@ -77,10 +78,11 @@ def _frame(chart: Chart, starts: Sequence[datetime], top: float, unit: str, labe
     chart.y_ticks = [(chart.baseline - plot_height * share, _short(top * share, unit)) for share in (0, 0.5, 1)]
     slot = (chart.width - chart.left) / max(1, len(starts))
     every = max(1, len(starts) // 6)
+    # Every few buckets, and none so near the right edge that it would be cut off.
     chart.x_labels = [
-        (chart.left + slot * index + slot / 2, start.strftime(label_format))
+        (x, start.strftime(label_format))
         for index, start in enumerate(starts)
-        if index % every == 0
+        if index % every == 0 and (x := chart.left + slot * index + slot / 2) < chart.width - 16
     ]
     return slot
 

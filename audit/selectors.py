@@ -214,7 +214,8 @@ def usage_report(*, rows: QuerySet[AuditLog], period: str, now: datetime | None 
         total.add(*figures)
         index = min(count - 1, max(0, int((created - first) / width)))
         buckets[index][1].add(*figures)
-        by_key.setdefault(key or "(no key)", UsageGroup(name=key or "(no key)")).add(*figures)
+        # No key: a signed-in user's request, from the playground.
+        by_key.setdefault(key or "(playground)", UsageGroup(name=key or "(playground)")).add(*figures)
         by_model.setdefault(model or "(none)", UsageGroup(name=model or "(none)")).add(*figures)
     return UsageReport(
         since=since,

@@ -11,6 +11,7 @@ class CredentialForm(forms.Form):
     name = forms.SlugField(max_length=100, help_text="Shown in audit rows as the backend.")
     provider = forms.ChoiceField(choices=ProviderCredential.Provider.choices)
     base_url = forms.CharField(
+        label="Base URL",
         required=False,
         max_length=500,
         help_text="Empty: the provider's public endpoint. OpenAI-shaped ones end in /v1.",

@@ -37,7 +37,7 @@ PAGES = [
     ("keys", "/keys/", "#keys-table"),
     ("usage", "/usage/", "#usage-report"),
     ("team", "/team/", "#team-log-table"),
-    ("routing", "/routing/", "#route"),
+    ("routing", "/routing/resolve/?model={route_model}", "#route li"),
 ]
 
 
@@ -54,6 +54,7 @@ class Command(BaseCommand):
         parser.add_argument("--height", type=int, default=900)
         parser.add_argument("--message", default="Write one line about MLX.", help="Sent in the playground.")
         parser.add_argument("--hub-model", default="", help="Also shoot /discover/<this repository>/.")
+        parser.add_argument("--route-model", default="demo", help="The name the routing page resolves.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from playwright.sync_api import Error as PlaywrightError
@@ -84,7 +85,7 @@ class Command(BaseCommand):
             if "/login/" in page.url:
                 raise CommandError(f"Could not sign in as {options['username']!r} at {base}.")
             for name, path, ready in pages:
-                page.goto(urljoin(base, path.lstrip("/")))
+                page.goto(urljoin(base, path.format(route_model=options["route_model"]).lstrip("/")))
                 page.wait_for_selector(ready, state="attached", timeout=30_000)
                 if name == "playground":
                     self._chat(page, options["message"])
@@ -94,6 +95,7 @@ class Command(BaseCommand):
     def _chat(self, page: Any, message: str) -> None:
         if page.is_disabled("#prompt"):
             return  # no chat profile, or a viewer: the empty playground is the picture
+        page.fill("#temperature", "0")  # greedy: the same picture every time
         page.fill("#max-tokens", "48")
         page.fill("#prompt", message)
         page.press("#prompt", "Enter")
