@@ -182,6 +182,22 @@ def test_a_member_signs_in_at_the_login_page_and_every_page_opens(tab: Browser):
     assert tab.open("/routing/").locator("h1").inner_text() == "Not allowed"  # admins only
 
 
+def test_without_javascript_every_page_reads_and_the_search_still_answers(chromium: Any, stack: Stack):
+    context = chromium.new_context(java_script_enabled=False)
+    tab = Browser(context.new_page(), stack.hub.base_url)
+    try:
+        tab.sign_in("bob")
+        for path, heading in PAGES.items():
+            assert tab.open(path).locator("h1").inner_text() == heading, path
+        page = tab.open("/discover/")
+        page.fill("#id_q", "browser-tiny")
+        page.click("#hub-search button[type=submit]")  # the <noscript> field asks for the results inline
+        assert DOWNLOAD_REPO in page.locator("#hub-results").inner_text()
+        assert "inline=1" in page.url
+    finally:
+        context.close()
+
+
 def test_a_member_searches_the_hub_downloads_and_the_bar_reaches_100_without_reloading(
     tab: Browser, stack: Stack, fake_hub: FakeHub
 ):
