@@ -56,6 +56,7 @@ class RequestAudit:
     started: float = field(default_factory=time.monotonic)
     created_at: datetime = field(default_factory=timezone.now)
     first_token_at: float | None = None
+    ended_at: float | None = None  # set when the request is done; the row is built later, off the response path
 
     def mark_first_token(self) -> None:
         if self.first_token_at is None:
@@ -63,10 +64,11 @@ class RequestAudit:
 
     def row(self) -> AuditLog:
         values = asdict(self)
-        for transient in ("started", "first_token_at"):
+        for transient in ("started", "first_token_at", "ended_at"):
             values.pop(transient)
+        ended = self.ended_at if self.ended_at is not None else time.monotonic()
         ttft = None if self.first_token_at is None else int((self.first_token_at - self.started) * 1000)
-        return AuditLog(**values, latency_ms=int((time.monotonic() - self.started) * 1000), ttft_ms=ttft)
+        return AuditLog(**values, latency_ms=int((ended - self.started) * 1000), ttft_ms=ttft)
 
 
 class AuditWriter:
@@ -77,15 +79,15 @@ class AuditWriter:
     """
 
     def __init__(self) -> None:
-        self._rows: queue.Queue[AuditLog] = queue.Queue()
+        self._rows: queue.Queue[RequestAudit] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._idle = threading.Event()
         self._idle.set()
 
-    def submit(self, row: AuditLog) -> None:
+    def submit(self, audit: RequestAudit) -> None:
         self._idle.clear()
-        self._rows.put(row)
+        self._rows.put(audit)
         if self._thread is None or not self._thread.is_alive():
             with self._lock:
                 if self._thread is None or not self._thread.is_alive():
@@ -98,14 +100,15 @@ class AuditWriter:
 
     def _run(self) -> None:
         while True:
-            batch = [self._rows.get()]
+            audits = [self._rows.get()]
             deadline = time.monotonic() + AUDIT_FLUSH_SECONDS
-            while len(batch) < AUDIT_BATCH_SIZE:
+            while len(audits) < AUDIT_BATCH_SIZE:
                 try:
-                    batch.append(self._rows.get(timeout=max(0.0, deadline - time.monotonic())))
+                    audits.append(self._rows.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            self._write(batch)
+            # Model instances are built here, on the writer's thread: never on the event loop a response waits on.
+            self._write([audit.row() for audit in audits])
             if self._rows.empty():
                 self._idle.set()
 
@@ -151,7 +154,8 @@ audit_writer = AuditWriter()
 
 
 def request_audit_write(*, audit: RequestAudit) -> None:
-    audit_writer.submit(audit.row())
+    audit.ended_at = time.monotonic()
+    audit_writer.submit(audit)
 
 
 def audit_log_purge(*, older_than_days: int) -> int:

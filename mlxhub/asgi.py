@@ -1,8 +1,9 @@
-"""ASGI entry point: Django for HTTP; the resident engine starts with the process."""
+"""ASGI entry point: Django for HTTP (a short middleware stack for /v1); the resident engine starts with the process."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -12,10 +13,36 @@ django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs settings loaded)
 from django.conf import settings  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
-from mlxhub.middleware import BodySizeLimit  # noqa: E402
+from mlxhub.middleware import DATA_PLANE_MIDDLEWARE, BodySizeLimit  # noqa: E402
 
-application = ProtocolTypeRouter({"http": BodySizeLimit(django_application, limit=settings.MLXHUB_MAX_BODY_BYTES)})
+
+def data_plane_application() -> ASGIHandler:
+    """Django's handler with /v1's own middleware. A handler reads settings.MIDDLEWARE once, when it is made
+    (here, at start-up, on one thread): the page stack is put back right after."""
+    pages_middleware = settings.MIDDLEWARE
+    settings.MIDDLEWARE = DATA_PLANE_MIDDLEWARE
+    try:
+        return ASGIHandler()
+    finally:
+        settings.MIDDLEWARE = pages_middleware
+
+
+class PathDispatch:
+    """/v1/... to the data plane's handler, everything else to the pages' (same URLs, same views)."""
+
+    def __init__(self, data_plane: Any, pages: Any) -> None:
+        self.data_plane = data_plane
+        self.pages = pages
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        app = self.data_plane if scope.get("path", "").startswith("/v1/") else self.pages
+        await app(scope, receive, send)
+
+
+http_application = PathDispatch(data_plane_application(), django_application)
+application = ProtocolTypeRouter({"http": BodySizeLimit(http_application, limit=settings.MLXHUB_MAX_BODY_BYTES)})
 
 if settings.MLXHUB_ENGINE_PRELOAD:
     from inference.services import engine_start

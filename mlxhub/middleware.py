@@ -70,6 +70,17 @@ class RequestIdMiddleware(HybridMiddleware):
         return response
 
 
+# /v1's own, shorter stack (``mlxhub.asgi``): only middleware that runs inline on the event loop, so an
+# API request crosses to a worker thread only for the database (the page stack's MiddlewareMixin
+# classes each hop there and back, twice, per request).
+DATA_PLANE_MIDDLEWARE = [
+    "mlxhub.middleware.RequestIdMiddleware",
+    "mlxhub.middleware.OpenAIErrorShapeMiddleware",
+    "mlxhub.middleware.DataPlaneSecurityMiddleware",
+    "mlxhub.middleware.DataPlaneSessionMiddleware",
+]
+
+
 class OpenAIErrorShapeMiddleware(HybridMiddleware):
     """Errors under /v1 that Django or ninja answer in plain text (405, 413, a
     body too large to read) are rewritten in OpenAI's error shape."""
@@ -168,3 +179,56 @@ class BodySizeLimit:
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class DataPlaneSecurityMiddleware(HybridMiddleware):
+    """Django's SecurityMiddleware (https redirect, HSTS, nosniff, referrer policy) for /v1, called inline:
+    its hooks only read settings and headers, so they need no hop to a worker thread."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        super().__init__(get_response)
+        from django.middleware.security import SecurityMiddleware
+
+        self.security = SecurityMiddleware(get_response)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        return self.security(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        redirect = self.security.process_request(request)
+        if redirect is not None:
+            return redirect
+        response: HttpResponseBase = await self.get_response(request)
+        return self.security.process_response(request, response)  # type: ignore[arg-type]
+
+
+class DataPlaneSessionMiddleware(HybridMiddleware):
+    """A signed-in user's session for /v1 (the pages' playground): the session and ``request.auser`` are set
+    up lazily, inline; nothing reads the database unless a request without an API key uses its cookie."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        raise RuntimeError("the data plane runs on ASGI only")
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        from importlib import import_module
+
+        from django.conf import settings
+        from django.contrib.auth import aget_user
+        from django.contrib.auth.models import AnonymousUser
+
+        session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        engine = import_module(settings.SESSION_ENGINE)
+        request.session = engine.SessionStore(session_key)  # type: ignore[attr-defined]
+
+        async def auser() -> Any:
+            if session_key is None:
+                return AnonymousUser()
+            return await aget_user(request)
+
+        request.auser = auser  # type: ignore[attr-defined]
+        response: HttpResponseBase = await self.get_response(request)
+        return response

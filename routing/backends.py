@@ -14,6 +14,7 @@ first byte, and the fallback loop asks "is this upstream open?" without calling 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -132,14 +133,19 @@ def _client() -> httpx.AsyncClient:
     return client
 
 
-def _request(credential: CredentialTarget, body: dict[str, Any], *, path: str) -> httpx.Request:
+@functools.lru_cache(maxsize=256)
+def _headers(credential: CredentialTarget) -> tuple[tuple[str, str], ...]:
+    """The upstream's auth headers, decrypted once per credential snapshot (a Fernet decrypt costs more
+    than the rest of the request's set-up); a changed secret is a new snapshot, so a new entry."""
     secret = credential_secret(credential)
     if credential.speaks_anthropic:
-        headers = {"x-api-key": secret, "anthropic-version": ANTHROPIC_VERSION}
-        url = f"{credential.base_url}/v1{path}"
-    else:
-        headers = {"Authorization": f"Bearer {secret}"}
-        url = f"{credential.base_url}{path}"
+        return (("x-api-key", secret), ("anthropic-version", ANTHROPIC_VERSION))
+    return (("Authorization", f"Bearer {secret}"),)
+
+
+def _request(credential: CredentialTarget, body: dict[str, Any], *, path: str) -> httpx.Request:
+    headers = dict(_headers(credential))
+    url = f"{credential.base_url}/v1{path}" if credential.speaks_anthropic else f"{credential.base_url}{path}"
     return _client().build_request("POST", url, json=body, headers=headers)
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -87,6 +87,7 @@ class _RuleCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._rules: list[_CompiledRule] | None = None
         self._loaded_at = 0.0
         self._version: str | None = None
@@ -98,6 +99,28 @@ class _RuleCache:
         if cache.get(RULES_VERSION_KEY) != self._version:
             return None
         return rules
+
+    def current(self) -> tuple[list[_CompiledRule] | None, bool]:
+        """The rules, and whether they are only past their age (no change was signalled): those may serve
+        while a reload runs elsewhere, so no request waits for the database for the sake of the TTL."""
+        rules = self._rules
+        if rules is None or cache.get(RULES_VERSION_KEY) != self._version:
+            return None, False
+        return rules, time.monotonic() - self._loaded_at > RULES_CACHE_SECONDS
+
+    def reload_in_background(self) -> None:
+        if self._refreshing.acquire(blocking=False):
+
+            def reload() -> None:
+                try:
+                    self.load()
+                except Exception:  # the rules in hand go on serving; the next request tries again
+                    logger.warning("could not reload the routing rules", exc_info=True)
+                finally:
+                    close_old_connections()
+                    self._refreshing.release()
+
+            threading.Thread(target=reload, name="routing-rules-reload", daemon=True).start()
 
     def load(self) -> list[_CompiledRule]:
         with self._lock:
@@ -198,9 +221,11 @@ def routing_rule_resolve(*, model_name: str) -> Route:
 async def routing_rule_aresolve(*, model_name: str) -> Route:
     """routing_rule_resolve for the event loop: only a cache reload leaves it (for the database)."""
     _check_length(model_name)
-    rules = _rule_cache.fresh()
+    rules, aged = _rule_cache.current()
     if rules is None:
         rules = await sync_to_async(_rule_cache.load)()
+    elif aged:
+        _rule_cache.reload_in_background()
     return _route_from(rules, model_name)
 
 

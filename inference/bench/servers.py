@@ -98,12 +98,12 @@ def servers_running(
         if with_mlx:
             servers[MLX] = _start_mlx_lm(model_dir=model_dir, logs=logs)
         for server in servers.values():
-            _wait_ready(server)
+            server_wait_ready(server)
         say("bench: " + ", ".join(f"{server.name} on {server.base_url}" for server in servers.values()))
         yield servers
     finally:
         for server in servers.values():
-            _stop(server)
+            server_stop(server)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -180,7 +180,7 @@ def _start_mlx_lm(*, model_dir: Path, logs: Path) -> Server:
     return Server(MLX, f"http://127.0.0.1:{port}", process, log_path)
 
 
-def _wait_ready(server: Server) -> None:
+def server_wait_ready(server: Server) -> None:
     path = "/readyz" if server.name == HUB else "/health"
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -196,7 +196,7 @@ def _wait_ready(server: Server) -> None:
     raise BenchError(f"{server.name} not ready after {READY_TIMEOUT_S}s:\n{server.log_tail()}")
 
 
-def _stop(server: Server) -> None:
+def server_stop(server: Server) -> None:
     if server.process.poll() is None:
         server.process.terminate()
         try:

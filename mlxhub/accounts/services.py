@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ from mlxhub.accounts.constants import (
     API_KEY_RANDOM_BYTES,
 )
 from mlxhub.accounts.models import ApiKey, Membership, Role, Team
+
+logger = logging.getLogger(__name__)
 
 
 class ApiKeyError(Exception):
@@ -216,11 +220,33 @@ def api_key_authenticate(*, secret: str) -> ApiKey:
 
 
 async def api_key_aauthenticate(*, secret: str) -> ApiKey:
-    """The async twin of api_key_authenticate, for the /v1 data plane."""
-    api_key = _check_secret(secret, [row async for row in _candidates(secret)])
+    """The async twin of api_key_authenticate, for the /v1 data plane: a key seen recently is answered from
+    memory (``keycache``), and recording its use never holds the request up."""
+    from mlxhub.accounts.keycache import key_cache
+
+    hashed = hash_secret(secret) if secret else ""
+    api_key = key_cache.get(hashed) if hashed else None
+    if api_key is None or api_key.is_expired():
+        api_key = _check_secret(secret, [row async for row in _candidates(secret)])
+        key_cache.put(hashed, api_key)
     if (rows := _touch(api_key)) is not None:
-        await rows.aupdate(last_used_at=api_key.last_used_at)
+        _record_use_later(rows, api_key.last_used_at)
     return api_key
+
+
+_touches: set[asyncio.Task[Any]] = set()
+
+
+def _record_use_later(rows: QuerySet[ApiKey], when: datetime | None) -> None:
+    async def record() -> None:
+        try:
+            await rows.aupdate(last_used_at=when)
+        except Exception:  # a busy database must not fail a request that was already answered
+            logger.warning("could not record a key's last use", exc_info=True)
+
+    task = asyncio.get_running_loop().create_task(record())
+    _touches.add(task)  # held until done: the loop keeps only weak references to tasks
+    task.add_done_callback(_touches.discard)
 
 
 def secret_from_headers(headers: Mapping[str, str]) -> str:

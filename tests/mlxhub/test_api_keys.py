@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import timedelta
 
@@ -199,7 +200,10 @@ async def test_the_async_twin_authenticates_and_refuses_like_the_sync_one():
     await sync_to_async(api_key_revoke)(api_key=revoked.api_key)
 
     assert (await api_key_aauthenticate(secret=good.secret)).pk == good.api_key.pk
-    assert (await ApiKey.objects.aget(pk=good.api_key.pk)).last_used_at is not None
+    # The use is recorded beside the request, not before its answer.
+    async with asyncio.timeout(5):
+        while (await ApiKey.objects.aget(pk=good.api_key.pk)).last_used_at is None:
+            await asyncio.sleep(0.02)
     for secret, code in [
         (revoked.secret, "revoked_api_key"),
         (_tamper(good.secret), "invalid_api_key"),
@@ -208,6 +212,26 @@ async def test_the_async_twin_authenticates_and_refuses_like_the_sync_one():
         with pytest.raises(ApiKeyError) as excinfo:
             await api_key_aauthenticate(secret=secret)
         assert excinfo.value.code == code
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_key_answered_from_memory_is_refused_as_soon_as_it_is_revoked_or_its_owner_deactivated():
+    erin = await sync_to_async(make_user)("erin")
+    first = await sync_to_async(api_key_create)(owner=erin, name="first")
+    second = await sync_to_async(api_key_create)(owner=erin, name="second")
+    for created in (first, second):  # both now answered from memory
+        assert (await api_key_aauthenticate(secret=created.secret)).pk == created.api_key.pk
+
+    await sync_to_async(api_key_revoke)(api_key=first.api_key)
+    with pytest.raises(ApiKeyError) as revoked:
+        await api_key_aauthenticate(secret=first.secret)
+    assert revoked.value.code == "revoked_api_key"
+
+    erin.is_active = False
+    await erin.asave(update_fields=["is_active"])
+    with pytest.raises(ApiKeyError) as deactivated:
+        await api_key_aauthenticate(secret=second.secret)
+    assert deactivated.value.code == "inactive_owner"
 
 
 def _headers(**headers: str):
