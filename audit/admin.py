@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import csv
 from typing import Any
 
 from django.contrib import admin
@@ -9,16 +8,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils.functional import cached_property
 
-from audit.constants import AUDIT_FIELDS
+from audit.export import audit_csv_response
 from audit.models import AdminAction, AuditLog
-
-
-def _csv_values(row: AuditLog) -> list[object]:
-    values: list[object] = []
-    for name in AUDIT_FIELDS:
-        value = getattr(row, name)
-        values.append("" if value is None else value.get_username() if name == "user" else value)
-    return values
 
 
 class FixedCountPaginator(Paginator):
@@ -29,11 +20,6 @@ class FixedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:  # type: ignore[override]
         return self.ESTIMATE
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -76,13 +62,7 @@ class AuditLogAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Export selected rows as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet[AuditLog]) -> StreamingHttpResponse:
-        writer = csv.writer(_Echo())
-        rows = (writer.writerow(_csv_values(row)) for row in queryset.select_related("user", "team").iterator())
-        response = StreamingHttpResponse(
-            (line for chunk in ([writer.writerow(AUDIT_FIELDS)], rows) for line in chunk), content_type="text/csv"
-        )
-        response["Content-Disposition"] = 'attachment; filename="mlxhub-audit.csv"'
-        return response
+        return audit_csv_response(queryset, filename="mlxhub-audit.csv")
 
 
 @admin.register(AdminAction)

@@ -29,6 +29,7 @@ from catalog.model_facts import (
     weights_bytes,
 )
 from catalog.models import Download, HubToken, LocalModel, Profile
+from inference.engine.stats import ModelStats
 from mlxhub import crypto
 
 
@@ -62,6 +63,7 @@ class SearchQuery:
     sort: str = "downloads"
     page: int = 1
     per_page: int = SEARCH_PAGE_SIZE
+    max_size_bytes: int | None = None  # the repository's stored size; the hub cannot filter on it
 
     def __post_init__(self) -> None:
         if self.sort not in SEARCH_SORTS:
@@ -110,6 +112,8 @@ def _summary(model: Any) -> dict[str, Any]:
 
 
 def _matches(summary: dict[str, Any], query: SearchQuery) -> bool:
+    if query.max_size_bytes is not None and (summary["size_bytes"] or 0) > query.max_size_bytes:
+        return False
     if query.quantization and summary["quantization"].lower() != query.quantization.lower():
         return False
     if query.architecture:
@@ -127,7 +131,7 @@ def hub_search(query: SearchQuery) -> SearchPage:
     cached = cache.get(key)
     if cached is not None:
         return SearchPage(**cached)
-    filtering_here = bool(query.quantization or query.architecture)
+    filtering_here = bool(query.quantization or query.architecture or query.max_size_bytes is not None)
     wanted = query.page * query.per_page + 1  # one more than the page: is there a next one?
     models = hub.call(
         "the model search",
@@ -211,3 +215,72 @@ def download_active_for(*, repo_id: str, revision: str) -> Download | None:
 
 def local_models_listed() -> QuerySet[LocalModel]:
     return LocalModel.objects.prefetch_related("profiles").order_by("repo_id", "path")
+
+
+# The engine's pool as the pages show it; ``pool`` is catalog.services.pool.pool_models(), read once per page.
+@dataclass(frozen=True)
+class PoolMemory:
+    budget_bytes: int
+    weights_bytes: int
+    cache_bytes: int
+
+    @property
+    def used_bytes(self) -> int:
+        return self.weights_bytes + self.cache_bytes
+
+    @property
+    def free_bytes(self) -> int:
+        return max(0, self.budget_bytes - self.used_bytes)
+
+    @property
+    def percent(self) -> float:
+        return min(100.0, 100.0 * self.used_bytes / self.budget_bytes) if self.budget_bytes else 0.0
+
+
+def pool_memory(*, pool: dict[str, ModelStats]) -> PoolMemory:
+    """Loaded weights plus the shared prefix cache, against the memory budget."""
+    loaded = [stats for stats in pool.values() if stats.state == "loaded"]
+    return PoolMemory(
+        budget_bytes=memory_budget_bytes(settings.MLXHUB_MEMORY_BUDGET_BYTES),
+        weights_bytes=sum(stats.memory_bytes for stats in loaded),
+        # Every model's figures carry the one prefix cache's size: count it once.
+        cache_bytes=max((stats.prefix_cache_bytes for stats in loaded), default=0),
+    )
+
+
+@dataclass(frozen=True)
+class ProfileState:
+    profile: Profile
+    stats: ModelStats
+
+    @property
+    def state(self) -> str:
+        return self.stats.state
+
+    @property
+    def busy(self) -> bool:
+        return self.stats.state == "loading" or self.stats.active_requests > 0
+
+    @property
+    def kernel(self) -> str:
+        """How the weights are served: "optimized, float32 via mkl" or "stock, bfloat16"; "" unless loaded."""
+        if self.stats.state != "loaded":
+            return ""
+        words = ", ".join(part for part in (self.stats.kernel_path, self.stats.weights_dtype) if part)
+        return f"{words} via {self.stats.blas}" if self.stats.blas and words else words
+
+
+def profiles_with_state(*, pool: dict[str, ModelStats], enabled_only: bool = False) -> list[ProfileState]:
+    profiles = Profile.objects.select_related("local_model").order_by("name")
+    if enabled_only:
+        profiles = profiles.filter(enabled=True)
+    # The pool knows models by their folder; one the engine has not seen is unloaded.
+    return [
+        ProfileState(profile, pool.get(profile.local_model.path) or ModelStats(key=profile.local_model.path))
+        for profile in profiles
+    ]
+
+
+def local_model_fits(*, local_model: LocalModel) -> bool:
+    """Whether the folder's weights fit the memory budget (its size on disk, the weights being most of it)."""
+    return fits_memory(local_model.size_bytes, memory_budget_bytes(settings.MLXHUB_MEMORY_BUDGET_BYTES))

@@ -45,7 +45,14 @@ class CallerAuth(AuthBase):
                         status=403,
                         code="csrf_failed",
                     )
-                return await caller_for_user(user=user)
+                caller = await caller_for_user(user=user)
+                if not caller.may_serve:
+                    raise OpenAIError(
+                        "Viewers can read but not send requests; ask a team admin for the member role.",
+                        status=403,
+                        code="permission_denied",
+                    )
+                return caller
         try:
             return Caller.of_key(await api_key_aauthenticate(secret=secret))
         except ApiKeyError as exc:

@@ -213,6 +213,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "mlxhub.pages.navigation",
             ],
         },
     },
@@ -244,6 +245,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# The pages' own CSS and JavaScript, and the vendored CSS framework: nothing comes from a CDN.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = MLXHUB_HOME / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
@@ -254,7 +257,10 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-LOGIN_URL = "admin:login"
+# Every role signs in on the product's own page; the admin's login page stays for the admin.
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
 DATA_UPLOAD_MAX_MEMORY_SIZE = MLXHUB_MAX_BODY_BYTES
 
 if MLXHUB_REDIS_URL:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.generic import RedirectView
 from rest_framework.routers import DefaultRouter
 
 from audit.api import AuditLogView, UsageView, metrics_view
@@ -12,6 +11,11 @@ from inference.api import unknown_url as v1_unknown_url
 from mlxhub.accounts.api import ApiKeyViewSet, TeamViewSet
 from mlxhub.health import healthz, readyz
 
+# The admin is MLX Hub's too: its header says so, and "View site" leads back to the pages.
+admin.site.site_header = "MLX Hub"
+admin.site.site_title = "MLX Hub admin"
+admin.site.site_url = "/"
+
 router = DefaultRouter()
 router.register("keys", ApiKeyViewSet, basename="apikey")
 router.register("teams", TeamViewSet, basename="team")
@@ -19,7 +23,6 @@ router.register("profiles", ProfileViewSet, basename="profile")
 
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/catalog/", include("catalog.urls")),
     path("api/routing/", include("routing.urls")),
@@ -34,4 +37,6 @@ urlpatterns = [
     re_path(r"^v1/.*$", v1_unknown_url),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # The pages for people: /, /login/, /models/, /discover/, /downloads/, /playground/, /keys/, /usage/ …
+    path("", include("mlxhub.page_urls")),
 ]

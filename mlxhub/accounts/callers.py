@@ -14,6 +14,12 @@ class Caller:
     user: User
     team: Team | None
     api_key: ApiKey | None = None  # None: a signed-in user, by session
+    role: Role | None = None  # a signed-in user's strongest role (a key's grant stands for itself)
+
+    @property
+    def may_serve(self) -> bool:
+        """A key may serve what its allow-list says; a signed-in user needs at least the member role."""
+        return self.api_key is not None or (self.role is not None and ROLE_RANK[self.role] >= ROLE_RANK[Role.MEMBER])
 
     @classmethod
     def of_key(cls, api_key: ApiKey) -> Caller:
@@ -29,7 +35,9 @@ class Caller:
 
 
 async def caller_for_user(*, user: User) -> Caller:
-    """A signed-in user acts for the team where their role is strongest (the first such team by name)."""
+    """A signed-in user acts for the team where their role is strongest (the first such team by name);
+    superusers are admins everywhere, as on every page."""
     memberships = [m async for m in Membership.objects.select_related("team").filter(user=user).order_by("team__name")]
     strongest = max(memberships, key=lambda membership: ROLE_RANK[Role(membership.role)], default=None)
-    return Caller(user=user, team=strongest.team if strongest is not None else None)
+    role = Role.ADMIN if user.is_superuser else (Role(strongest.role) if strongest is not None else None)
+    return Caller(user=user, team=strongest.team if strongest is not None else None, role=role)

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -25,7 +27,7 @@ from mlxhub.accounts.constants import (
     API_KEY_PREFIX,
     API_KEY_RANDOM_BYTES,
 )
-from mlxhub.accounts.models import ApiKey, Membership, Team
+from mlxhub.accounts.models import ApiKey, Membership, Role, Team
 
 logger = logging.getLogger(__name__)
 
@@ -281,3 +283,75 @@ def user_delete(*, user: User, actor: User | None) -> None:
 def user_password_changed(*, user: User, actor: User | None) -> None:
     """Called inside the transaction that saved the new password; records the fact, never the value."""
     admin_action_record(actor=actor, action=AdminAction.Action.CHANGED, obj=user, changes={"password": "(changed)"})
+
+
+class AccountError(Exception):
+    """A refused change to a user or a membership; the message is safe to show the person who asked."""
+
+
+@dataclass(frozen=True)
+class CreatedUser:
+    user: User
+    password: str | None  # generated here and shown exactly once; None when the caller chose it
+
+
+@transaction.atomic
+def user_create(
+    *,
+    username: str,
+    team: Team,
+    role: str,
+    password: str | None = None,
+    email: str = "",
+    superuser: bool = False,
+    actor: User | None = None,
+) -> CreatedUser:
+    """A user who can sign in, with a role in ``team``; a password is generated when none is given."""
+    username = username.strip()
+    if User.objects.filter(username__iexact=username).exists():
+        raise AccountError(f"A user named {username!r} already exists.")
+    user = User(username=username, email=email, is_staff=superuser, is_superuser=superuser)
+    try:
+        user.full_clean(exclude=["password", "last_login", "date_joined"])
+    except ValidationError as exc:
+        raise AccountError(" ".join(exc.messages)) from exc
+    generated = password is None
+    password = password if password is not None else secrets.token_urlsafe(12)
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise AccountError(" ".join(exc.messages)) from exc
+    user.set_password(password)
+    user.save()
+    admin_action_record(
+        actor=actor,
+        action=AdminAction.Action.CREATED,
+        obj=user,
+        changes={"username": username, "superuser": superuser, "password": "(set)"},
+    )
+    membership_set(team=team, user=user, role=role, actor=actor)
+    return CreatedUser(user=user, password=password if generated else None)
+
+
+@transaction.atomic
+def user_set_active(*, user: User, active: bool, actor: User | None) -> User:
+    """Deactivate (or reactivate) a user: they cannot sign in, their sessions end and their keys stop working."""
+    if actor is not None and user.pk == actor.pk and not active:
+        raise AccountError("You cannot deactivate yourself; ask another admin.")
+    if user.is_active != active:
+        user.is_active = active
+        user.save(update_fields=["is_active"])
+        admin_action_record(actor=actor, action=AdminAction.Action.CHANGED, obj=user, changes={"is_active": active})
+    return user
+
+
+@transaction.atomic
+def membership_role_change(*, membership: Membership, role: str, actor: User | None) -> Membership:
+    """A member's new role in their team; nobody changes their own (an admin could lock the team out)."""
+    if role not in Role.values:
+        raise AccountError(f"{role!r} is not a role: choose admin, member or viewer.")
+    if actor is not None and membership.user_id == actor.pk:
+        raise AccountError("You cannot change your own role; ask another admin.")
+    if membership.role == role:
+        return membership
+    return membership_set(team=membership.team, user=membership.user, role=role, actor=actor)

@@ -69,7 +69,7 @@ class Command(BaseCommand):
             name: subprocess.Popen(command, env=worker_env if name == "worker" else child_env)
             for name, command in commands.items()
         }
-        self.stdout.write(f"MLX Hub on http://{options['host']}:{options['port']}/ (admin at /admin/, API at /v1/)")
+        self.stdout.write(f"MLX Hub on http://{options['host']}:{options['port']}/ (pages, /admin/, /v1/)")
         preloaded = child_env.get("LD_PRELOAD", "")
         self.stdout.write(
             f"CPU kernels: {settings.MLXHUB_CPU_KERNELS}" + (f", preloading {preloaded}" if preloaded else "")

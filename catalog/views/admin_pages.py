@@ -31,12 +31,9 @@ from catalog.services import (
     download_resume,
     download_start,
 )
+from mlxhub.pages import is_htmx
 
 DOWNLOAD_ACTIONS = {"pause": download_pause, "resume": download_resume, "cancel": download_cancel}
-
-
-def is_htmx(request: HttpRequest) -> bool:
-    return bool(getattr(request, "htmx", False))
 
 
 def _require(request: HttpRequest, permission: str) -> None:
