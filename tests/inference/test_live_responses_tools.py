@@ -37,7 +37,14 @@ SPAWN: Any = {
     "type": "namespace",
     "name": "multi_agent_v1",
     "description": "Sub-agents.",
-    "tools": [{"type": "function", "name": "spawn_agent", "parameters": {"type": "object", "properties": {}}}],
+    # No arguments at all: the call is complete at "{}", whatever a random model would write.
+    "tools": [
+        {
+            "type": "function",
+            "name": "spawn_agent",
+            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+        }
+    ],
 }
 
 
