@@ -168,6 +168,7 @@ def chat_request(
         sampling=sampling_params(payload, profile),
         tools=plan.tools,
         grammar=plan.grammar,
+        max_tool_calls=plan.max_calls,
     )
     return request, conversation.images
 

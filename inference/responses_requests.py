@@ -265,5 +265,6 @@ def responses_request(
         sampling=sampling_params(TemperatureAndTopP(payload.temperature, payload.top_p), profile),
         tools=plan.tools,
         grammar=plan.grammar,
+        max_tool_calls=plan.max_calls,
     )
     return request, conversation.images, namespaces

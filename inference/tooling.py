@@ -35,6 +35,7 @@ class Choice:
 class ToolPlan:
     tools: list[dict[str, Any]] | None  # rendered by the template; None: none offered, nothing parsed
     grammar: GrammarSpec | None  # enforced while decoding
+    max_calls: int | None = None  # auto with parallel_tool_calls false: the answer ends after one call
 
 
 def function_tool(*, name: Any, description: Any, parameters: Any, param: str) -> dict[str, Any]:
@@ -106,7 +107,7 @@ def tool_plan(
             raise OpenAIError("tool_choice asks for a tool call, but no tools were given.", param=choice_param)
         return ToolPlan(tools=None, grammar=output)
     if choice.mode == "auto":
-        return ToolPlan(tools=tools, grammar=output)
+        return ToolPlan(tools=tools, grammar=output, max_calls=None if parallel else 1)
     if choice.mode == "named" and choice.name not in {tool["function"]["name"] for tool in tools}:
         raise OpenAIError(f"tool_choice names '{choice.name}', which is not among the tools.", param=choice_param)
     grammar = GrammarSpec(

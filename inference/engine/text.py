@@ -294,6 +294,10 @@ class TextRunner(Runner):
             if done is not None:
                 active.detokenizer.finalize()
             text, matched = self._deliver(active, active.detokenizer.last_segment, final=done is not None)
+            limit = active.request.max_tool_calls
+            tracker = active.tracker
+            if done is None and limit is not None and tracker is not None and tracker.completed_calls >= limit:
+                grammar_done, done = True, "stop"  # parallel_tool_calls false: one call, then the answer ends
             if matched or grammar_done:
                 finished.append(response.uid)
             if matched:

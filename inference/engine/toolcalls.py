@@ -95,6 +95,11 @@ class ToolCallTracker:
         return self._calls > 0 or bool(self._span and self._span.names)
 
     @property
+    def completed_calls(self) -> int:
+        """Calls whose span has closed (their arguments are all out)."""
+        return self._calls
+
+    @property
     def wants_lookahead(self) -> bool:
         """Inside a forced call whose name is not known yet: the grammar's forced bytes may tell it."""
         return self.forced and self._span is not None and not self._span.names

@@ -82,6 +82,9 @@ class GenerationRequest:
     # Enforced while decoding: a JSON schema, any JSON object, or forced tool calls (tool_choice
     # required / a named function / Anthropic any / tool). None: free text.
     grammar: GrammarSpec | None = None
+    # The generation ends once this many calls are made (tool_choice auto with parallel_tool_calls false;
+    # forced calls are bounded by their grammar). None: no limit.
+    max_tool_calls: int | None = None
     request_id: str = field(default_factory=new_engine_id)
     trace_id: str = ""  # the client-facing request id, for the engine's log lines only
 

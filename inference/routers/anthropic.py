@@ -44,6 +44,7 @@ def engine_request(
         messages=conversation.with_system_prompt(profile.system_prompt),
         tools=plan.tools,
         grammar=plan.grammar,
+        max_tool_calls=plan.max_calls,
     )
     return request, conversation.images
 

@@ -170,6 +170,20 @@ async def test_without_tool_choice_a_model_without_tool_support_answers_in_text(
     assert offered.last["prompt_tokens"] == plain.last["prompt_tokens"]  # no tools in its prompt
 
 
+async def test_a_limit_on_calls_ends_the_answer_after_its_last_call(engine, tool_model_dir):
+    """parallel_tool_calls false with tool_choice auto: the answer ends once one call is made, however many
+    more the model would write (here a grammar that would let a random model go on calling)."""
+    spec = spec_of(tool_model_dir)
+    limited = generation(spec, messages=QUESTION, grammar=forced(parallel=True), max_tokens=200, max_tool_calls=1)
+
+    outcome = await run(engine, limited)
+
+    [(_, name, arguments)] = calls_of(outcome)
+    assert_valid_call(name, arguments)
+    assert outcome.last["finish_reason"] == "tool_calls"
+    assert outcome.last["completion_tokens"] < 200
+
+
 async def test_a_marker_that_starts_no_call_comes_back_as_text_and_tool_choice_none_parses_nothing(
     engine, tool_model_dir
 ):

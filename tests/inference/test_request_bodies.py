@@ -143,6 +143,25 @@ def test_auto_offers_the_tools_and_forces_nothing_and_none_offers_nothing():
     assert "strict" not in auto.tools[0]["function"]  # enforced calls are valid whatever it says
     assert auto.grammar is None
     assert (none.tools, none.grammar) == (None, None)
+    assert auto.max_calls is None
+    assert chat_tool_plan(chat(tools=[WEATHER], parallel_tool_calls=False)).max_calls == 1
+
+
+def test_required_and_named_choices_are_enforced_calls_and_a_named_one_is_one_call():
+    required = chat_tool_plan(chat(tools=[WEATHER], tool_choice="required"))
+    named = chat_tool_plan(chat(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "get_weather"}}))
+    both = chat_tool_plan(
+        chat(
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+            parallel_tool_calls=True,
+        )
+    )
+
+    assert required.grammar is not None and required.grammar.kind == "tool_calls"
+    assert (required.grammar.choice, required.grammar.parallel) == (None, True)
+    assert named.grammar is not None and (named.grammar.choice, named.grammar.parallel) == ("get_weather", False)
+    assert both.grammar is not None and both.grammar.parallel is True
 
 
 @pytest.mark.parametrize(
