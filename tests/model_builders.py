@@ -274,12 +274,13 @@ TERSE_STOP_PROBABILITY = 0.25
 # The logit of the tokens a random model must never write by itself (specials, lone bytes, call markers):
 # e ** -40 against a few hundred zero logits is never sampled, and a grammar that forces one still can.
 TERSE_SILENT_LOGIT = -40.0
-# Claude Code's and Codex's prompts (40-50 KB of JSON) are 26k-31k tokens on the tiny tokenizer.
+# Claude Code's and Codex's prompts (40-50 KB of JSON) are 30k and 24k tokens on the tiny tokenizer.
 TERSE_CONTEXT = 65536
-# One layer with one 8-wide attention head: the output does not depend on attention at all (below), and
-# attention over a 31k-token prompt is the whole prefill cost (57 s with the tiny model's two layers of
-# 4 x 16, 7.5 s with this, on the float32 kernel path here).
-TERSE_HEAD_DIM = 8
+# One layer: prefill computes each chunk's KV cache, which for the first layer is only a projection of the
+# embeddings, so a one-layer model attends only from the last position; with the tiny model's two layers a
+# 31k-token prompt took 31-76 s to prefill here (the second layer's keys need the first layer's attention
+# at every position), with one 0.05-0.1 s.
+TERSE_LAYERS = 1
 
 
 def build_terse_model(source: Path, folder: Path, *, context: int = TERSE_CONTEXT) -> Path:
@@ -294,8 +295,8 @@ def build_terse_model(source: Path, folder: Path, *, context: int = TERSE_CONTEX
     probability ``e^L / (e^L + n)`` per token; L is chosen for ``TERSE_STOP_PROBABILITY``. A grammar still
     decides where end-of-text may come (only where the output is complete), so forced calls and JSON
     schemas behave as on any model, with a uniform pick among the tokens it allows. The context is raised
-    to ``context`` (RoPE has no learned positions) and attention cut to one narrow head, so long prompts
-    prefill in seconds.
+    to ``context`` (RoPE has no learned positions) and only the first layer kept, so a long prompt
+    prefills in a fraction of a second.
     """
     import math
 
@@ -310,20 +311,11 @@ def build_terse_model(source: Path, folder: Path, *, context: int = TERSE_CONTEX
     embed, head = weights["model.embed_tokens.weight"], weights["lm_head.weight"]
     silent = mx.all(head == 0, axis=1)
     silent[eos] = False
-    kept = [name for name in weights if not name.startswith("model.layers.") or name.startswith("model.layers.0.")]
+    layers = tuple(f"model.layers.{index}." for index in range(TERSE_LAYERS))
+    kept = [name for name in weights if not name.startswith("model.layers.") or name.startswith(layers)]
     weights = {name: weights[name] for name in kept}
     weights["model.embed_tokens.weight"] = mx.broadcast_to(embed[:1], embed.shape).astype(embed.dtype)
-    attention = "model.layers.0.self_attn."
-    for projection in ("q_proj", "k_proj", "v_proj"):
-        weights[f"{attention}{projection}.weight"] = weights[f"{attention}{projection}.weight"][:TERSE_HEAD_DIM]
-    weights[f"{attention}o_proj.weight"] = weights[f"{attention}o_proj.weight"][:, :TERSE_HEAD_DIM]
-    config.update(
-        num_hidden_layers=1,
-        num_attention_heads=1,
-        num_key_value_heads=1,
-        head_dim=TERSE_HEAD_DIM,
-        max_position_embeddings=context,
-    )
+    config.update(num_hidden_layers=TERSE_LAYERS, max_position_embeddings=context)
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
     (folder / "config.json").write_text(json.dumps(config, indent=2))
 

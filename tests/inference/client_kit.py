@@ -23,11 +23,12 @@ AUDIT_WAIT_SECONDS = 15
 
 
 @contextmanager
-def client_hub(home: Path, *, tool_model: Path, terse_model: Path) -> Iterator[LiveHub]:
-    """A live server with both test models registered."""
+def client_hub(home: Path, *, terse_model: Path, tool_model: Path | None = None) -> Iterator[LiveHub]:
+    """A live server with the terse model registered, and the tool-template one when given."""
     hub = start_hub(home)
     try:
-        hub.manage("register_model", str(tool_model), "--name", TOOLS_MODEL)
+        if tool_model is not None:
+            hub.manage("register_model", str(tool_model), "--name", TOOLS_MODEL)
         hub.manage("register_model", str(terse_model), "--name", TERSE_MODEL, "--max-tokens", str(TERSE_MAX_TOKENS))
         yield hub
     finally:
