@@ -128,6 +128,7 @@ def async_openai_client(hub: LiveHub, rid: str) -> openai.AsyncOpenAI:
 def chat_openai(hub: LiveHub, rid: str, *, model: str, max_tokens: int) -> ChatOpenAI:
     return ChatOpenAI(
         model=model,
+        stream_usage=True,  # on by default only for OpenAI's own URL
         base_url=f"{hub.base_url}/v1",
         api_key=hub.api_key,
         max_retries=0,
@@ -156,11 +157,14 @@ def test_langchain_invoke_and_stream_end_their_turns_with_stop(hub: LiveHub) -> 
 
     assert isinstance(message.content, str)
     assert message.response_metadata["finish_reason"] == "stop"
-    assert message.usage_metadata is not None and message.usage_metadata["input_tokens"] > 0
     assert merged is not None and isinstance(merged.content, str)
     assert merged.response_metadata["finish_reason"] == "stop"
     rows = assert_served(hub, rid, endpoint="chat.completions", models=[TERSE_MODEL] * 2)
     assert [row["streamed"] for row in rows] == [False, True]
+    for answer, row in zip((message, merged), rows, strict=True):
+        assert answer.usage_metadata is not None
+        assert answer.usage_metadata["input_tokens"] == row["prompt_tokens"]
+        assert answer.usage_metadata["output_tokens"] == row["completion_tokens"]
 
 
 def test_langchain_bind_tools_any_calls_the_tool_with_valid_arguments_and_takes_the_tool_turn(hub: LiveHub) -> None:
@@ -225,7 +229,11 @@ def test_an_agents_sdk_responses_agent_calls_its_tool_and_then_answers(hub: Live
     assert [type(item) for item in result.new_items] == [ToolCallItem, ToolCallOutputItem, MessageOutputItem]
     assert len(AGENT_TOOL_CALLS) == 1 and AGENT_TOOL_CALLS[0] in {"Rome", "Oslo"}
     assert isinstance(result.final_output, str)
-    assert_served(hub, rid, endpoint="responses", models=[TERSE_MODEL] * 2)
+    rows = assert_served(hub, rid, endpoint="responses", models=[TERSE_MODEL] * 2)
+    usage = result.context_wrapper.usage  # read from each response.completed
+    assert usage.requests == 2
+    assert usage.input_tokens == sum(row["prompt_tokens"] for row in rows)
+    assert usage.output_tokens == sum(row["completion_tokens"] for row in rows)
 
 
 def test_an_agents_sdk_chat_completions_agent_with_an_output_type_returns_a_valid_model(hub: LiveHub) -> None:
@@ -267,8 +275,9 @@ def test_a_pydantic_ai_agent_returns_a_valid_output_type(hub: LiveHub, output: s
     result = asyncio.run(agent.run("judge this"))
 
     assert_valid_verdict(result.output)
-    assert result.usage.requests == 1 and result.usage.input_tokens > 0
-    assert_served(hub, rid, endpoint="chat.completions", models=[TOOLS_MODEL])
+    (row,) = assert_served(hub, rid, endpoint="chat.completions", models=[TOOLS_MODEL])
+    assert result.usage.requests == 1
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (row["prompt_tokens"], row["completion_tokens"])
 
 
 # ---- instructor ------------------------------------------------------------------------------------------
