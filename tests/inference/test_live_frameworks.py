@@ -211,8 +211,9 @@ def test_an_agents_sdk_responses_agent_calls_its_tool_and_then_answers(hub: Live
     # the answer after the tool result is free text, so the terse model serves the whole run.
     rid = request_id("agents-responses")
     model = OpenAIResponsesModel(model=TERSE_MODEL, openai_client=async_openai_client(hub, rid))
-    # tool_choice "required" for the first turn; the SDK resets it once the tool has been called.
-    settings = ModelSettings(tool_choice="required", parallel_tool_calls=False, max_tokens=TEXT_MAX_TOKENS)
+    # tool_choice "required" for the first turn; the SDK resets it once the tool has been called. The forced
+    # call takes about 50 tokens, the free-text answer about 4.
+    settings = ModelSettings(tool_choice="required", parallel_tool_calls=False, max_tokens=STRUCTURED_MAX_TOKENS)
     agent = Agent(name="weather", instructions="You help.", tools=[weather], model=model, model_settings=settings)
     AGENT_TOOL_CALLS.clear()
 
