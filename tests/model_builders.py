@@ -266,3 +266,73 @@ def build_tool_model(source: Path, folder: Path, *, added_markers: bool = True) 
     config["vocab_size"] = vocab_size + len(TOOL_MARKERS)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+# The terse model: a turn ends after 1 / TERSE_STOP_PROBABILITY tokens on average at temperature 1
+# (P(longer than 64 tokens) = 0.75 ** 64, about 1e-8), at once at temperature 0.
+TERSE_STOP_PROBABILITY = 0.25
+# The logit of the tokens a random model must never write by itself (specials, lone bytes, call markers):
+# e ** -40 against a few hundred zero logits is never sampled, and a grammar that forces one still can.
+TERSE_SILENT_LOGIT = -40.0
+# Claude Code's and Codex's prompts (40-50 KB of JSON) are 30k and 24k tokens on the tiny tokenizer.
+TERSE_CONTEXT = 65536
+# One layer: prefill computes each chunk's KV cache, which for the first layer is only a projection of the
+# embeddings, so a one-layer model attends only from the last position; with the tiny model's two layers a
+# 31k-token prompt took 31-76 s to prefill here (the second layer's keys need the first layer's attention
+# at every position), with one 0.05-0.1 s.
+TERSE_LAYERS = 1
+
+
+def build_terse_model(source: Path, folder: Path, *, context: int = TERSE_CONTEXT) -> Path:
+    """A copy of a tiny ``catalog.demo_model`` folder, with the Hermes tool template, that ends its turns by
+    itself: what Codex, Claude Code and the Agents SDK need, since they fail a turn stopped at the token limit.
+
+    Every row of the token embedding is the same vector, so every position of every prompt has the same
+    final hidden state ``h`` whatever the other weights are (attention averages identical values). The
+    output head is zero except the end-of-text row, ``L·h/|h|²``, and the rows ``build_model`` and
+    ``build_tool_model`` left zero (specials, lone bytes, call markers), ``TERSE_SILENT_LOGIT·h/|h|²``:
+    every logit is exactly 0, L or the silent one, at every step. With ``n`` tokens at 0, end-of-text has
+    probability ``e^L / (e^L + n)`` per token; L is chosen for ``TERSE_STOP_PROBABILITY``. A grammar still
+    decides where end-of-text may come (only where the output is complete), so forced calls and JSON
+    schemas behave as on any model, with a uniform pick among the tokens it allows. The context is raised
+    to ``context`` (RoPE has no learned positions) and only the first layer kept, so a long prompt
+    prefills in a fraction of a second.
+    """
+    import math
+
+    import mlx.core as mx
+    import mlx_lm
+
+    build_tool_model(source, folder)
+    config = json.loads((folder / "config.json").read_text())
+    eos = config["eos_token_id"]
+    weights = mx.load(str(folder / "model.safetensors"))
+    assert isinstance(weights, dict)
+    embed, head = weights["model.embed_tokens.weight"], weights["lm_head.weight"]
+    silent = mx.all(head == 0, axis=1)
+    silent[eos] = False
+    layers = tuple(f"model.layers.{index}." for index in range(TERSE_LAYERS))
+    kept = [name for name in weights if not name.startswith("model.layers.") or name.startswith(layers)]
+    weights = {name: weights[name] for name in kept}
+    weights["model.embed_tokens.weight"] = mx.broadcast_to(embed[:1], embed.shape).astype(embed.dtype)
+    config.update(num_hidden_layers=TERSE_LAYERS, max_position_embeddings=context)
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+
+    model = mlx_lm.load(str(folder))[0]
+    model.set_dtype(mx.float32)  # h as the float32 kernel path computes it (bfloat16 differs by well under 1%)
+    hidden = model.model(mx.array([[eos]]))[0, -1]
+    direction = hidden / mx.sum(hidden * hidden)
+    silent_count = mx.sum(silent).item()
+    assert isinstance(silent_count, int)
+    free = head.shape[0] - 1 - silent_count
+    stop_logit = math.log(free * TERSE_STOP_PROBABILITY / (1 - TERSE_STOP_PROBABILITY))
+    rows = mx.where(silent[:, None], TERSE_SILENT_LOGIT * direction[None, :], mx.zeros_like(direction)[None, :])
+    rows[eos] = stop_logit * direction
+    weights["lm_head.weight"] = rows.astype(head.dtype)
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
+
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["model_max_length"] = context
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    return folder

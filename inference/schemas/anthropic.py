@@ -17,7 +17,10 @@ SERVER_TOOL_BLOCKS = ("server_tool_use", "web_search_tool_result", "code_executi
 class Block(ClientModel):
     """A content block; its fields vary by type (checked where the conversation is built)."""
 
-    IGNORED = frozenset({"cache_control", "citations"})
+    # thinking / redacted_thinking blocks of earlier turns are not shown to the model again.
+    IGNORED = frozenset({"cache_control", "citations", "thinking", "signature", "data"})
+    # What inference.conversations reads of text, document, image, tool_use and tool_result blocks.
+    READ = frozenset({"text", "source", "id", "name", "input", "tool_use_id", "content"})
     type: str
 
     @field_validator("type")

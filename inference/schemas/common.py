@@ -54,6 +54,9 @@ class ClientModel(BaseModel):
     REFUSED: ClassVar[dict[str, str]] = {}
     # Fields with no effect on the output here: accepted silently (docs/fields.md).
     IGNORED: ClassVar[frozenset[str]] = frozenset()
+    # Fields a part's kind decides the meaning of, read from ``model_extra`` where it is used: known, so
+    # never logged as unknown.
+    READ: ClassVar[frozenset[str]] = frozenset()
 
     def refuse_fields(self, param: str = "") -> None:
         """400 for a refused field that is set; log any field nobody declared, once per name; then the same
@@ -67,7 +70,7 @@ class ClientModel(BaseModel):
             if value is not None and value is not False and value != []:
                 raise OpenAIError(reason, param=f"{prefix}{name}", code="unsupported_parameter")
         for name in self.model_extra or {}:
-            if name not in self.IGNORED and name not in self.REFUSED:
+            if name not in self.IGNORED and name not in self.REFUSED and name not in self.READ:
                 log_unknown_once(type(self).__name__, name)
         for name in type(self).model_fields:
             _refuse_nested(getattr(self, name), f"{prefix}{name}")

@@ -101,6 +101,33 @@ def test_an_unknown_field_is_accepted_and_its_name_logged_once(caplog):
     assert len(logged) == 1
 
 
+def test_the_anthropic_block_fields_the_conversation_reads_are_never_logged_as_unknown(caplog, monkeypatch):
+    from inference.schemas import common
+
+    monkeypatch.setattr(common, "_logged", set())  # whatever earlier tests logged
+    caplog.set_level(logging.INFO, logger="inference.schemas.common")
+    content = [
+        {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}},
+        {"type": "thinking", "thinking": "hmm", "signature": "s"},
+        {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}},
+    ]
+    results = [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "x", "new_block_field_2027": 1}]
+    body = {
+        "model": "demo",
+        "max_tokens": 8,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "go"}]},
+            {"role": "assistant", "content": content},
+            {"role": "user", "content": results},
+        ],
+    }
+
+    AnthropicMessagesRequest.model_validate(body).refuse_fields()
+
+    unknown = [record.message for record in caplog.records if "unknown field" in record.message]
+    assert unknown == ["accepted an unknown field Block.new_block_field_2027 (ignored); logged once per field name"]
+
+
 @pytest.mark.parametrize(
     ("fields", "param"),
     [

@@ -1,5 +1,5 @@
-"""Tools, bounded schemas and a schema check for the grammar tests (jsonschema is not installed), and the
-tool-template copy of the tiny model."""
+"""Tools, bounded schemas and a schema check for the grammar tests, and the tool-template copies of the tiny
+model (one of them the terse model, which ends its turns by itself)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.model_builders import build_tool_model
+from tests.model_builders import build_terse_model, build_tool_model
 
 WEATHER: dict[str, Any] = {
     "type": "function",
@@ -102,3 +102,9 @@ def tool_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
 def text_marker_tool_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same template with the markers left as plain text (several tokens each)."""
     return build_tool_model(tiny_model_dir, tmp_path_factory.mktemp("tools") / "tiny-tools-text", added_markers=False)
+
+
+@pytest.fixture(scope="session")
+def terse_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tool-template copy that ends a turn after about four tokens at temperature 1, with a 64k context."""
+    return build_terse_model(tiny_model_dir, tmp_path_factory.mktemp("terse") / "tiny-terse")
