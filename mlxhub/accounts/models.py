@@ -100,3 +100,21 @@ class ApiKey(UsageLimits):
 
     def allows_model(self, model_name: str) -> bool:
         return not self.allowed_models or model_name in self.allowed_models
+
+
+class BudgetUsage(models.Model):
+    """Tokens settled against a key's or a team's limits in one budget period: the durable count behind the
+    fast limit store (``mlxhub/accounts/budgets.py``), so a restart or a second web process keeps it."""
+
+    scope = models.CharField(max_length=40, help_text='"key:<id>" or "team:<id>".')
+    period = models.CharField(max_length=8, help_text="UTC: YYYYMMDD for a day, YYYYMM for a month.")
+    tokens = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "period"], name="unique_budget_usage")]
+        verbose_name = "budget usage"
+        verbose_name_plural = "budget usage"
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.period}: {self.tokens}"

@@ -223,6 +223,7 @@ async def api_key_aauthenticate(*, secret: str) -> ApiKey:
     """The async twin of api_key_authenticate, for the /v1 data plane: a key seen recently is answered from
     memory (``keycache``), and recording its use never holds the request up."""
     from mlxhub.accounts.keycache import key_cache
+    from mlxhub.accounts.limits import usage_prepare
 
     hashed = hash_secret(secret) if secret else ""
     api_key = key_cache.get(hashed) if hashed else None
@@ -231,6 +232,9 @@ async def api_key_aauthenticate(*, secret: str) -> ApiKey:
         key_cache.put(hashed, api_key)
     if (rows := _touch(api_key)) is not None:
         _record_use_later(rows, api_key.last_used_at)
+    # The last await before the (synchronous) reservation: read the budget's usage from the database now,
+    # the first time this process needs it in a period, so the reservation never waits on the database.
+    await usage_prepare(api_key=api_key, team=api_key.team)
     return api_key
 
 
