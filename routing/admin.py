@@ -17,7 +17,7 @@ from routing.models import ProviderCredential, RoutingFallback, RoutingRule
 from routing.selectors import routing_rule_resolve
 from routing.services import (
     RULE_FIELDS,
-    SECRET_AGAIN,
+    MOVE_REFUSED_MESSAGE,
     FallbackSpec,
     credential_create,
     credential_delete,
@@ -53,7 +53,7 @@ class ProviderCredentialForm(forms.ModelForm):
             provider=cleaned.get("provider"),
             base_url=cleaned.get("base_url"),
         ):
-            self.add_error("secret", SECRET_AGAIN)
+            self.add_error("secret", MOVE_REFUSED_MESSAGE)
         return cleaned
 
 

@@ -19,7 +19,7 @@ from routing.constants import MODEL_NAME_MAX_LENGTH
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule, validate_target
 from routing.selectors import routing_rule_resolve
 from routing.services import (
-    SECRET_AGAIN,
+    MOVE_REFUSED_MESSAGE,
     credential_create,
     credential_delete,
     credential_needs_secret,
@@ -55,7 +55,7 @@ class CredentialSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
                 credential=self.instance, provider=attrs.get("provider"), base_url=attrs.get("base_url")
             )
         ):
-            raise serializers.ValidationError({"secret": SECRET_AGAIN})
+            raise serializers.ValidationError({"secret": MOVE_REFUSED_MESSAGE})
         return attrs
 
 

@@ -32,7 +32,9 @@ def credential_create(
     return credential
 
 
-SECRET_AGAIN = "Changing the provider or the base URL needs the secret again: the stored one is never sent elsewhere."
+MOVE_REFUSED_MESSAGE = (
+    "Changing the provider or the base URL needs the secret again: the stored one is never sent elsewhere."
+)
 
 
 def credential_needs_secret(*, credential: ProviderCredential, provider: str | None, base_url: str | None) -> bool:
@@ -55,7 +57,7 @@ def credential_update(
     if not secret and credential_needs_secret(
         credential=credential, provider=fields.get("provider"), base_url=fields.get("base_url")
     ):
-        raise ValidationError({"secret": SECRET_AGAIN})
+        raise ValidationError({"secret": MOVE_REFUSED_MESSAGE})
     for name, value in fields.items():
         setattr(credential, name, value)
     credential.full_clean(exclude=["encrypted_secret", "secret_last_four"])
