@@ -16,8 +16,8 @@ from routing.constants import MODEL_NAME_MAX_LENGTH
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule
 from routing.selectors import routing_rule_resolve
 from routing.services import (
-    RULE_FIELDS,
     MOVE_REFUSED_MESSAGE,
+    RULE_FIELDS,
     FallbackSpec,
     credential_create,
     credential_delete,
