@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.helpers import get_cool_off
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.db import transaction
@@ -44,6 +46,18 @@ from mlxhub.accounts.services import (
 from mlxhub.pages import actor, has_role, is_htmx, paginate, render_page, role_required
 
 FORM_INVALID = 422  # htmx swaps it (see the htmx-config meta in pages/base.html): the form comes back with errors
+
+
+def login_locked_out(request: HttpRequest, response: HttpResponse | None, credentials: dict[str, Any] | None) -> Any:
+    """What django-axes answers a sign-in refused after repeated failures (the pages' and the admin's): words
+    that say why and for how long, with 429."""
+    minutes = max(1, round(get_cool_off(request).total_seconds() / 60)) if get_cool_off(request) else None
+    context = {
+        "username": (credentials or {}).get("username") or request.POST.get("username", ""),
+        "failures": settings.AXES_FAILURE_LIMIT,
+        "minutes": minutes,
+    }
+    return TemplateResponse(request, "registration/locked_out.html", context, status=429).render()
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):
