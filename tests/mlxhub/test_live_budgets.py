@@ -92,10 +92,12 @@ def test_two_web_processes_on_one_database_without_redis_share_the_budget(tmp_pa
         key_id, secret = create_key(first, token_budget=BUDGET, budget_period="day")
         spend(second, secret, max_tokens=10)  # the second process now holds its own count of this key
         spend(first, secret, max_tokens=100, times=4)
-        used = key_usage(first, key_id)["budget_used"]
+        wait_until(lambda: durable_tokens(home, key_id) == key_usage(first, key_id)["budget_used"], timeout=20)
+        used = durable_tokens(home, key_id)
+        assert 400 < used < BUDGET
 
-        # The first process writes within 0.5 s, the second reads again every 2 s.
-        wait_until(lambda: key_usage(second, key_id)["budget_used"] == used, timeout=10)
+        # The first process wrote within 0.5 s; the second reads its scopes again every 2 s.
+        wait_until(lambda: key_usage(second, key_id)["budget_used"] == used, timeout=20)
         error = refused_for_budget(second, secret, max_tokens=BUDGET - used + 1)
         assert error.body["param"] == "token_budget"
     finally:
