@@ -50,22 +50,33 @@ def quantization_of(config: dict[str, Any], *, tags: Iterable[str] = (), repo_id
     return {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(str(dtype), str(dtype))
 
 
-def context_length_of(config: dict[str, Any]) -> int | None:
-    for source in (config, config.get("text_config") or {}):
-        value = source.get("max_position_embeddings")
-        if value:
-            return int(value)
+# The fields the engine's runtimes read for a model's context length, in their order
+# (inference/engine/text.py, inference/engine/vision_runtime.py): the catalog must find the same number, since
+# the profile hands it to the engine and the request's reservation is bounded by it.
+CONTEXT_LENGTH_FIELDS = ("max_position_embeddings", "max_seq_len", "n_positions", "seq_length")
+
+
+def context_length_of(config: dict[str, Any], kind: str | None = None) -> int | None:
+    """The model's context length as the engine reads it (a vision model's text part first); None: unknown."""
+    text_config = config.get("text_config") or {}
+    sections = (text_config, config) if kind == ModelKind.VISION else (config, text_config)
+    for section in sections:
+        for name in CONTEXT_LENGTH_FIELDS:
+            value = section.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
     return None
 
 
 def facts_from_config(
     config: dict[str, Any], *, tags: Iterable[str] = (), repo_id: str = "", pipeline_tag: str | None = None
 ) -> dict[str, Any]:
+    kind = kind_of(config, pipeline_tag)
     return {
         "architecture": architecture_of(config),
-        "kind": kind_of(config, pipeline_tag),
+        "kind": kind,
         "quantization": quantization_of(config, tags=tags, repo_id=repo_id),
-        "context_length": context_length_of(config),
+        "context_length": context_length_of(config, kind),
     }
 
 

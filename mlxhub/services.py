@@ -14,7 +14,7 @@ from django.db import transaction
 from catalog.constants import DEMO_PROFILE_NAME, DEMO_REPO_ID
 from catalog.demo_model import build_model
 from catalog.services import local_model_register, profile_upsert
-from mlxhub.accounts.models import ApiKey, Membership, Role, Team
+from mlxhub.accounts.models import ApiKey, KeyScope, Membership, Role, Team
 from mlxhub.accounts.services import api_key_create, hash_secret
 
 ADMIN_USERNAME = "admin"
@@ -51,12 +51,13 @@ def _ensure_api_key(result: BootstrapResult, admin: User) -> None:
     if from_env:
         if ApiKey.objects.filter(hashed_key=hash_secret(from_env)).exists():
             return
-        api_key_create(owner=admin, name="bootstrap (MLXHUB_API_KEY)", secret=from_env)
+        api_key_create(owner=admin, name="bootstrap (MLXHUB_API_KEY)", secret=from_env, scope=KeyScope.CONTROL)
         result.created.append("API key from MLXHUB_API_KEY")
         return
     if ApiKey.objects.filter(owner=admin, revoked_at__isnull=True).exists():
         return
-    created = api_key_create(owner=admin, name="bootstrap")
+    # The admin's key: the README's examples use it on both planes (/v1 and /api).
+    created = api_key_create(owner=admin, name="bootstrap", scope=KeyScope.CONTROL)
     result.created.append("API key")
     result.api_key = created.secret
 

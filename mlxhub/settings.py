@@ -7,10 +7,12 @@ setting it moves the broker, results, channel layer and cache to Redis.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -177,6 +179,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "channels",
     "django_htmx",
+    "axes",
     "mlxhub.accounts",
     "mlxhub",
     "catalog",
@@ -186,6 +189,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: whether X-Forwarded-Proto is believed (only from MLXHUB_TRUSTED_PROXIES) before anything asks.
+    "mlxhub.proxies.TrustedProxyMiddleware",
     "mlxhub.middleware.RequestIdMiddleware",
     "mlxhub.middleware.OpenAIErrorShapeMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -197,6 +202,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: turns a sign-in refused for repeated failures into the page that says so.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "mlxhub.urls"
@@ -231,6 +238,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Sign-in throttling (django-axes): after MLXHUB_LOGIN_FAILURE_LIMIT failed sign-ins for one username from one
+# address, that pair is refused, even with the right password, for MLXHUB_LOGIN_COOLOFF_MINUTES (a failure
+# meanwhile starts the wait again). Per pair, not per address: people behind one NAT do not lock each other
+# out, and nobody locks the admin out from everywhere. Both /login/ and /admin/login/ use Django's auth form.
+AUTHENTICATION_BACKENDS = [
+    "mlxhub.accounts.backends.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _env_int("MLXHUB_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=_env_float("MLXHUB_LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "mlxhub.proxies.client_ip"
+AXES_LOCKOUT_CALLABLE = "mlxhub.accounts.views.login_locked_out"
+AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins need no row of their own; failures are kept
+if AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_TIME.total_seconds() <= 0:
+    raise ImproperlyConfigured("MLXHUB_LOGIN_FAILURE_LIMIT and MLXHUB_LOGIN_COOLOFF_MINUTES must be positive")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -327,8 +352,24 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 
+
+def _env_networks(name: str, default: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    networks = []
+    for value in env.list(name, default=default):
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {value!r} is not an IP address or a CIDR range") from exc
+    return networks
+
+
+# Proxies whose X-Forwarded-Proto and X-Forwarded-For are believed (addresses or CIDR ranges); by default a
+# proxy on this machine. The scheme header names a request.META key that no HTTP header can produce
+# (headers arrive as HTTP_*): mlxhub.proxies.TrustedProxyMiddleware sets it for trusted proxies' requests only.
+MLXHUB_TRUSTED_PROXY_NETWORKS = _env_networks("MLXHUB_TRUSTED_PROXIES", ["127.0.0.1", "::1"])
+SECURE_PROXY_SSL_HEADER = ("MLXHUB_TRUSTED_PROTO", "https")
+
 if MLXHUB_SECURE:
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -361,6 +402,7 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
         "daphne": {"level": "WARNING"},
         "httpx": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # its lockouts are warnings; every start and sign-in is not news
     },
 }
 

@@ -16,10 +16,12 @@ from routing.constants import MODEL_NAME_MAX_LENGTH
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule
 from routing.selectors import routing_rule_resolve
 from routing.services import (
+    MOVE_REFUSED_MESSAGE,
     RULE_FIELDS,
     FallbackSpec,
     credential_create,
     credential_delete,
+    credential_needs_secret,
     credential_test,
     credential_update,
     routing_rule_create,
@@ -34,7 +36,8 @@ class ProviderCredentialForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False),
         required=False,
         strip=True,
-        help_text="Stored encrypted; never shown again. Leave empty to keep the current secret.",
+        help_text="Stored encrypted; never shown again. Leave empty to keep the current secret (not possible when "
+        "the provider or the base URL changes).",
     )
 
     class Meta:
@@ -45,6 +48,12 @@ class ProviderCredentialForm(forms.ModelForm):
         cleaned = super().clean() or {}
         if self.instance.pk is None and not cleaned.get("secret"):
             self.add_error("secret", "A new credential needs its secret.")
+        elif not cleaned.get("secret") and credential_needs_secret(
+            credential=ProviderCredential.objects.get(pk=self.instance.pk),  # the stored row, as it is now
+            provider=cleaned.get("provider"),
+            base_url=cleaned.get("base_url"),
+        ):
+            self.add_error("secret", MOVE_REFUSED_MESSAGE)
         return cleaned
 
 

@@ -19,8 +19,10 @@ from routing.constants import MODEL_NAME_MAX_LENGTH
 from routing.models import ProviderCredential, RoutingFallback, RoutingRule, validate_target
 from routing.selectors import routing_rule_resolve
 from routing.services import (
+    MOVE_REFUSED_MESSAGE,
     credential_create,
     credential_delete,
+    credential_needs_secret,
     credential_update,
     routing_rule_create,
     routing_rule_delete,
@@ -46,6 +48,14 @@ class CredentialSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if self.instance is None and not attrs.get("secret"):
             raise serializers.ValidationError({"secret": "A new credential needs its secret."})
+        if (
+            self.instance is not None
+            and not attrs.get("secret")
+            and credential_needs_secret(
+                credential=self.instance, provider=attrs.get("provider"), base_url=attrs.get("base_url")
+            )
+        ):
+            raise serializers.ValidationError({"secret": MOVE_REFUSED_MESSAGE})
         return attrs
 
 

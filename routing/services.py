@@ -7,6 +7,7 @@ from typing import Any, TypedDict
 
 import httpx
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from audit.models import AdminAction
@@ -31,10 +32,32 @@ def credential_create(
     return credential
 
 
+MOVE_REFUSED_MESSAGE = (
+    "Changing the provider or the base URL needs the secret again: the stored one is never sent elsewhere."
+)
+
+
+def credential_needs_secret(*, credential: ProviderCredential, provider: str | None, base_url: str | None) -> bool:
+    """Whether these changes send requests somewhere else (another host, another provider's API), so that
+    the stored secret may not follow: whoever changes them must enter it again."""
+    if credential.pk is None:
+        return False
+    moved = ProviderCredential(
+        provider=credential.provider if provider is None else provider,
+        base_url=credential.base_url if base_url is None else base_url,
+    )
+    return (moved.provider, moved.effective_base_url) != (credential.provider, credential.effective_base_url)
+
+
 @transaction.atomic
 def credential_update(
     *, credential: ProviderCredential, actor: User | None = None, secret: str | None = None, **fields: Any
 ) -> ProviderCredential:
+    """Change a credential; a change of provider or base URL without a new secret is refused (ValidationError)."""
+    if not secret and credential_needs_secret(
+        credential=credential, provider=fields.get("provider"), base_url=fields.get("base_url")
+    ):
+        raise ValidationError({"secret": MOVE_REFUSED_MESSAGE})
     for name, value in fields.items():
         setattr(credential, name, value)
     credential.full_clean(exclude=["encrypted_secret", "secret_last_four"])

@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from mlxhub.accounts.models import ApiKey, Membership, Team
+from mlxhub.accounts.models import ApiKey, KeyScope, Membership, Team
 from mlxhub.accounts.services import (
     LIMIT_FIELDS,
     api_key_create,
@@ -88,7 +88,7 @@ class ApiKeyAddForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ["name", "owner", "team", "allowed_models", "expires_at", *LIMIT_FIELDS]
+        fields = ["name", "owner", "team", "scope", "allowed_models", "expires_at", *LIMIT_FIELDS]
 
     def clean_allowed_models(self) -> list[str]:
         raw = self.cleaned_data.get("allowed_models") or ""
@@ -97,8 +97,8 @@ class ApiKeyAddForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "owner", "team", "status", "last_used_at", "created_at"]
-    list_filter = ["team", "revoked_at", "created_at"]
+    list_display = ["name", "prefix", "owner", "team", "scope", "status", "last_used_at", "created_at"]
+    list_filter = ["scope", "team", "revoked_at", "created_at"]
     list_select_related = ["owner", "team"]
     search_fields = ["name", "prefix", "owner__username"]
     autocomplete_fields = ["owner", "team"]
@@ -120,12 +120,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> Any:
         if obj is None:
-            return ["name", "owner", "team", "allowed_models", "expires_at", *LIMIT_FIELDS]
+            return ["name", "owner", "team", "scope", "allowed_models", "expires_at", *LIMIT_FIELDS]
         return [
             "name",
             "prefix",
             "owner",
             "team",
+            "scope",
             "allowed_models",
             "expires_at",
             *LIMIT_FIELDS,
@@ -137,6 +138,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         return {"owner": request.user.pk}
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "owner" and not request.user.is_superuser:
+            # A key acts as its owner: a staff user must not make one that acts as a superuser.
+            kwargs["queryset"] = User.objects.filter(is_superuser=False)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         actor = request.user if request.user.is_authenticated else None
@@ -151,6 +158,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             team=form.cleaned_data.get("team"),
             allowed_models=form.cleaned_data.get("allowed_models") or [],
             expires_at=form.cleaned_data.get("expires_at"),
+            scope=form.cleaned_data.get("scope") or KeyScope.INFERENCE,
             limits={name: form.cleaned_data.get(name) for name in LIMIT_FIELDS if name in form.cleaned_data},
             actor=actor,  # type: ignore[arg-type]
         )

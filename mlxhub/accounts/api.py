@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from mlxhub.accounts.limits import limits_usage
-from mlxhub.accounts.models import ApiKey, Role, Team
+from mlxhub.accounts.models import ApiKey, KeyScope, Role, Team
 from mlxhub.accounts.selectors import api_keys_visible_to
 from mlxhub.accounts.serializers import ApiKeySerializer, CreatedApiKeySerializer, TeamSerializer
 from mlxhub.accounts.services import (
@@ -51,6 +51,7 @@ class ApiKeyViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
             team=serializer.validated_data.get("team"),
             allowed_models=serializer.validated_data.get("allowed_models", []),
             expires_at=serializer.validated_data.get("expires_at"),
+            scope=serializer.validated_data.get("scope", KeyScope.INFERENCE),
             limits={
                 name: serializer.validated_data[name] for name in LIMIT_FIELDS if name in serializer.validated_data
             },

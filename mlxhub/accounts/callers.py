@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 
+from mlxhub.accounts.limits import usage_prepare
 from mlxhub.accounts.models import ROLE_RANK, ApiKey, Membership, Role, Team
 
 
@@ -40,4 +41,6 @@ async def caller_for_user(*, user: User) -> Caller:
     memberships = [m async for m in Membership.objects.select_related("team").filter(user=user).order_by("team__name")]
     strongest = max(memberships, key=lambda membership: ROLE_RANK[Role(membership.role)], default=None)
     role = Role.ADMIN if user.is_superuser else (Role(strongest.role) if strongest is not None else None)
-    return Caller(user=user, team=strongest.team if strongest is not None else None, role=role)
+    team = strongest.team if strongest is not None else None
+    await usage_prepare(api_key=None, team=team)  # before the reservation, which must not wait on the database
+    return Caller(user=user, team=team, role=role)

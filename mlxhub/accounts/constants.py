@@ -12,3 +12,12 @@ API_KEY_LAST_USED_GRANULARITY = 60
 API_KEY_CACHE_SECONDS = 30.0
 API_KEY_CACHE_SIZE = 10_000
 KEYS_VERSION_KEY = "accounts:keys-version"
+# Budgets (mlxhub/accounts/budgets.py): settles reach the database in batches this often; without Redis a web
+# process reads the counts of the scopes it used in the last BUDGET_ACTIVE_SECONDS again this often, so it sees
+# what other processes settled within about BUDGET_FLUSH_SECONDS + BUDGET_REFRESH_SECONDS.
+BUDGET_FLUSH_SECONDS = 0.5
+BUDGET_REFRESH_SECONDS = 2.0
+BUDGET_ACTIVE_SECONDS = 600.0
+BUDGET_WRITE_ATTEMPTS = 3
+# A reservation whose settle never comes frees its slot this long after the longest request timeout.
+RESERVATION_GRACE_SECONDS = 15.0

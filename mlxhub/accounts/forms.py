@@ -8,7 +8,7 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from mlxhub.accounts.models import BudgetPeriod, Role, Team
+from mlxhub.accounts.models import BudgetPeriod, KeyScope, Role, Team
 
 
 class KeyCreateForm(forms.Form):
@@ -18,6 +18,13 @@ class KeyCreateForm(forms.Form):
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked: every model.",
+    )
+    scope = forms.ChoiceField(
+        choices=KeyScope.choices,
+        initial=KeyScope.INFERENCE,
+        required=False,
+        widget=forms.RadioSelect,
+        help_text="Inference for applications; control for scripts that also manage the hub through /api.",
     )
     expires_on = forms.DateField(
         required=False,
@@ -34,6 +41,9 @@ class KeyCreateForm(forms.Form):
         models_field = self.fields["allowed_models"]
         assert isinstance(models_field, forms.MultipleChoiceField)
         models_field.choices = [(name, name) for name in models]
+
+    def clean_scope(self) -> str:
+        return self.cleaned_data.get("scope") or KeyScope.INFERENCE  # none chosen: the narrower one
 
     def clean_expires_on(self) -> datetime | None:
         day = self.cleaned_data.get("expires_on")
@@ -56,18 +66,24 @@ class KeyLimitsForm(forms.Form):
 
 
 class KeyEditForm(forms.Form):
-    """What a key's owner may change: its name, its models and its expiry (never the secret)."""
+    """What may change on a key (never its secret): a member renames their own; an admin also changes its models,
+    scope and expiry (what restricts a key is not lifted by the key's owner)."""
 
     name = forms.CharField(max_length=100)
     allowed_models = forms.MultipleChoiceField(
         required=False, widget=forms.CheckboxSelectMultiple, help_text="None ticked: every model."
     )
+    scope = forms.ChoiceField(choices=KeyScope.choices, widget=forms.RadioSelect)
     expires_on = forms.DateField(
         required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text="Empty: never expires."
     )
 
-    def __init__(self, *args: Any, models: list[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, models: list[str], admin: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not admin:
+            for name in ("allowed_models", "scope", "expires_on"):
+                del self.fields[name]
+            return
         models_field = self.fields["allowed_models"]
         assert isinstance(models_field, forms.MultipleChoiceField)
         models_field.choices = [(name, name) for name in models]
@@ -75,6 +91,11 @@ class KeyEditForm(forms.Form):
     def clean_expires_on(self) -> datetime | None:
         day = self.cleaned_data.get("expires_on")
         return None if day is None else datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone())
+
+    def changes(self) -> dict[str, Any]:
+        """The service's fields for what this form holds."""
+        renamed = {"expires_on": "expires_at"}
+        return {renamed.get(name, name): value for name, value in self.cleaned_data.items()}
 
 
 class UserAddForm(forms.Form):

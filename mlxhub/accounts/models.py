@@ -21,6 +21,13 @@ class BudgetPeriod(models.TextChoices):
     MONTH = "month", "Month"
 
 
+class KeyScope(models.TextChoices):
+    """What a key may call: applications get inference keys; automation that manages the hub gets control keys."""
+
+    INFERENCE = "inference", "Inference: /v1 only"
+    CONTROL = "control", "Control: /api and /v1"
+
+
 class UsageLimits(models.Model):
     """Limits shared by API keys and teams; empty means unlimited."""
 
@@ -64,7 +71,7 @@ class Membership(models.Model):
 
 
 class ApiKey(UsageLimits):
-    """A key for /v1 and /api. The secret itself is never stored: only its hash."""
+    """A key for /v1 (and, with the control scope, /api). The secret itself is never stored: only its hash."""
 
     name = models.CharField(max_length=100)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
@@ -75,6 +82,12 @@ class ApiKey(UsageLimits):
         default=list,
         blank=True,
         help_text="Model names this key may use; empty means every model.",
+    )
+    scope = models.CharField(
+        max_length=10,
+        choices=KeyScope.choices,
+        default=KeyScope.INFERENCE,
+        help_text="Inference keys call /v1 only; control keys also call the control API (/api).",
     )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -98,5 +111,27 @@ class ApiKey(UsageLimits):
     def is_usable(self) -> bool:
         return not self.is_revoked and not self.is_expired()
 
+    @property
+    def is_control(self) -> bool:
+        return self.scope == KeyScope.CONTROL
+
     def allows_model(self, model_name: str) -> bool:
         return not self.allowed_models or model_name in self.allowed_models
+
+
+class BudgetUsage(models.Model):
+    """Tokens settled against a key's or a team's limits in one budget period: the durable count behind the
+    fast limit store (``mlxhub/accounts/budgets.py``), so a restart or a second web process keeps it."""
+
+    scope = models.CharField(max_length=40, help_text='"key:<id>" or "team:<id>".')
+    period = models.CharField(max_length=8, help_text="UTC: YYYYMMDD for a day, YYYYMM for a month.")
+    tokens = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["scope", "period"], name="unique_budget_usage")]
+        verbose_name = "budget usage"
+        verbose_name_plural = "budget usage"
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.period}: {self.tokens}"

@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from mlxhub.accounts.models import ApiKey, Role, Team
 from mlxhub.accounts.selectors import user_role
+from mlxhub.accounts.services import ADMIN_ONLY_KEY_FIELDS, LIMIT_FIELDS
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -23,6 +24,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "owner",
             "team",
             "allowed_models",
+            "scope",
             "expires_at",
             "rpm",
             "tpm",
@@ -40,14 +42,19 @@ class ApiKeySerializer(serializers.ModelSerializer):
         return api_key.is_revoked
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        """Limits and a key's team are the admins' to set: a member cannot lift their own limits."""
+        """Limits are the admins' to set; once a key exists, so are its models, expiry, scope and team: a
+        member (or a member's key) cannot lift a key's restrictions, only rename it."""
         user = self.context["request"].user
         if user_role(user=user) == Role.ADMIN:
             return attrs
-        if any(name in attrs for name in ("rpm", "tpm", "max_concurrent", "token_budget", "budget_period")):
+        if any(name in attrs for name in LIMIT_FIELDS):
             raise serializers.ValidationError("Only admins set a key's limits.")
-        if self.instance is not None and "team" in attrs:
-            raise serializers.ValidationError({"team": "Only admins move a key to another team."})
+        if self.instance is not None:
+            restricted = sorted(name for name in ADMIN_ONLY_KEY_FIELDS if name in self.initial_data)
+            if restricted:
+                raise serializers.ValidationError(
+                    dict.fromkeys(restricted, "Only admins change this once the key exists; make a new key instead.")
+                )
         if self.instance is None and attrs.get("team") is None:
             teams = list(Team.objects.filter(memberships__user=user)[:2])
             if len(teams) != 1:

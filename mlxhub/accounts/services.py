@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from audit.models import AdminAction
@@ -27,7 +27,7 @@ from mlxhub.accounts.constants import (
     API_KEY_PREFIX,
     API_KEY_RANDOM_BYTES,
 )
-from mlxhub.accounts.models import ApiKey, Membership, Role, Team
+from mlxhub.accounts.models import ApiKey, KeyScope, Membership, Role, Team
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ class ApiKeyError(Exception):
     def __init__(self, message: str, *, code: str = "invalid_api_key") -> None:
         super().__init__(message)
         self.code = code
+
+
+class AccountError(Exception):
+    """A refused change to a user, a membership or a key; the message is safe to show the person who asked."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,15 @@ def api_key_create(
     expires_at: datetime | None = None,
     secret: str | None = None,
     limits: dict[str, Any] | None = None,
+    scope: str = KeyScope.INFERENCE,
     actor: User | None = None,
 ) -> CreatedApiKey:
     """Create a key. ``secret`` lets bootstrap honour MLXHUB_API_KEY."""
+    if actor is not None and owner.is_superuser and not actor.is_superuser:
+        # The key would act as the superuser: a staff user must not gain that by making one.
+        raise AccountError("Only a superuser makes keys owned by a superuser.")
+    if scope not in KeyScope.values:
+        raise AccountError(f"{scope!r} is not a key scope: choose inference or control.")
     secret = secret or generate_secret()
     if not secret.startswith(API_KEY_PREFIX) or len(secret) < API_KEY_DISPLAY_CHARS + 8:
         raise ApiKeyError(
@@ -80,6 +90,7 @@ def api_key_create(
         team=team,
         allowed_models=list(allowed_models or []),
         expires_at=expires_at,
+        scope=scope,
         prefix=secret[:API_KEY_DISPLAY_CHARS],
         hashed_key=hash_secret(secret),
         **_limit_values(limits),
@@ -88,12 +99,20 @@ def api_key_create(
         actor=actor or owner,
         action=AdminAction.Action.CREATED,
         obj=api_key,
-        changes={"name": name, "owner": owner.username, "team": str(team or ""), **_limit_values(limits)},
+        changes={
+            "name": name,
+            "owner": owner.username,
+            "team": str(team or ""),
+            "scope": scope,
+            **_limit_values(limits),
+        },
     )
     return CreatedApiKey(api_key=api_key, secret=secret)
 
 
 LIMIT_FIELDS = ("rpm", "tpm", "max_concurrent", "token_budget", "budget_period")
+# What restricts a key: once it exists, only an admin changes these (a member's key cannot lift its own limits).
+ADMIN_ONLY_KEY_FIELDS = ("allowed_models", "expires_at", "team", "scope", *LIMIT_FIELDS)
 
 
 def _limit_values(limits: dict[str, Any] | None) -> dict[str, Any]:
@@ -102,8 +121,9 @@ def _limit_values(limits: dict[str, Any] | None) -> dict[str, Any]:
 
 @transaction.atomic
 def api_key_update(*, api_key: ApiKey, actor: User | None, **fields: Any) -> ApiKey:
-    """Change a key's name, allow-list, expiry or limits; the change is audited (the secret never changes)."""
-    allowed = {"name", "allowed_models", "expires_at", "team", *LIMIT_FIELDS}
+    """Change a key's name, allow-list, expiry, scope or limits; the change is audited (the secret never changes).
+    Who may change what is the interface's check: a member renames, an admin changes the rest."""
+    allowed = {"name", *ADMIN_ONLY_KEY_FIELDS}
     changes = {name: value for name, value in fields.items() if name in allowed and getattr(api_key, name) != value}
     for name, value in changes.items():
         setattr(api_key, name, value)
@@ -189,6 +209,8 @@ def _check_secret(secret: str, candidates: list[ApiKey]) -> ApiKey:
         raise ApiKeyError("This API key has been revoked.", code="revoked_api_key")
     if matched.is_expired():
         raise ApiKeyError("This API key has expired.", code="expired_api_key")
+    if matched.team_id is not None and not matched.owner.is_superuser and not getattr(matched, "owner_in_team", True):
+        raise ApiKeyError("The owner of this API key is no longer a member of its team.", code="not_a_team_member")
     return matched
 
 
@@ -199,7 +221,13 @@ def _needs_last_used_update(api_key: ApiKey, now: datetime) -> bool:
 def _candidates(secret: str) -> QuerySet[ApiKey]:
     if not secret:
         raise ApiKeyError("You didn't provide an API key.", code="missing_api_key")
-    return ApiKey.objects.select_related("owner", "team").filter(prefix=secret[:API_KEY_DISPLAY_CHARS])
+    # Whether the owner still belongs to the key's team, in the same query: leaving a team ends its keys.
+    in_team = Membership.objects.filter(team=OuterRef("team"), user=OuterRef("owner"))
+    return (
+        ApiKey.objects.select_related("owner", "team")
+        .annotate(owner_in_team=Exists(in_team))
+        .filter(prefix=secret[:API_KEY_DISPLAY_CHARS])
+    )
 
 
 def _touch(api_key: ApiKey) -> QuerySet[ApiKey] | None:
@@ -223,6 +251,7 @@ async def api_key_aauthenticate(*, secret: str) -> ApiKey:
     """The async twin of api_key_authenticate, for the /v1 data plane: a key seen recently is answered from
     memory (``keycache``), and recording its use never holds the request up."""
     from mlxhub.accounts.keycache import key_cache
+    from mlxhub.accounts.limits import usage_prepare
 
     hashed = hash_secret(secret) if secret else ""
     api_key = key_cache.get(hashed) if hashed else None
@@ -231,6 +260,9 @@ async def api_key_aauthenticate(*, secret: str) -> ApiKey:
         key_cache.put(hashed, api_key)
     if (rows := _touch(api_key)) is not None:
         _record_use_later(rows, api_key.last_used_at)
+    # The last await before the (synchronous) reservation: read the budget's usage from the database now,
+    # the first time this process needs it in a period, so the reservation never waits on the database.
+    await usage_prepare(api_key=api_key, team=api_key.team)
     return api_key
 
 
@@ -283,10 +315,6 @@ def user_delete(*, user: User, actor: User | None) -> None:
 def user_password_changed(*, user: User, actor: User | None) -> None:
     """Called inside the transaction that saved the new password; records the fact, never the value."""
     admin_action_record(actor=actor, action=AdminAction.Action.CHANGED, obj=user, changes={"password": "(changed)"})
-
-
-class AccountError(Exception):
-    """A refused change to a user or a membership; the message is safe to show the person who asked."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.helpers import get_cool_off
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.db import transaction
@@ -44,6 +46,18 @@ from mlxhub.accounts.services import (
 from mlxhub.pages import actor, has_role, is_htmx, paginate, render_page, role_required
 
 FORM_INVALID = 422  # htmx swaps it (see the htmx-config meta in pages/base.html): the form comes back with errors
+
+
+def login_locked_out(request: HttpRequest, response: HttpResponse | None, credentials: dict[str, Any] | None) -> Any:
+    """What django-axes answers a sign-in refused after repeated failures (the pages' and the admin's): words
+    that say why and for how long, with 429."""
+    minutes = max(1, round(get_cool_off(request).total_seconds() / 60)) if get_cool_off(request) else None
+    context = {
+        "username": (credentials or {}).get("username") or request.POST.get("username", ""),
+        "failures": settings.AXES_FAILURE_LIMIT,
+        "minutes": minutes,
+    }
+    return TemplateResponse(request, "registration/locked_out.html", context, status=429).render()
 
 
 class PasswordChangeView(auth_views.PasswordChangeView):
@@ -113,6 +127,7 @@ def key_create(request: HttpRequest) -> HttpResponse:
         team=form.cleaned_data["team"],
         allowed_models=form.cleaned_data["allowed_models"],
         expires_at=form.cleaned_data["expires_on"],
+        scope=form.cleaned_data["scope"],
         limits=limits,
         actor=actor(request),
     )
@@ -136,13 +151,15 @@ def _key_detail_context(request: HttpRequest, api_key: ApiKey, **extra: Any) -> 
     initial = {
         "name": api_key.name,
         "allowed_models": api_key.allowed_models,
+        "scope": api_key.scope,
         "expires_on": api_key.expires_at.date() if api_key.expires_at else None,
     }
     limits_initial = {name: getattr(api_key, name) for name in LIMIT_FIELDS}
+    admin = has_role(request, Role.ADMIN)
     return {
         "api_key": api_key,
         "usage": limits_usage(owner=api_key),
-        "edit_form": extra.pop("edit_form", None) or KeyEditForm(initial=initial, models=_model_names()),
+        "edit_form": extra.pop("edit_form", None) or KeyEditForm(initial=initial, models=_model_names(), admin=admin),
         "limits_form": extra.pop("limits_form", None) or KeyLimitsForm(initial=limits_initial, prefix="limits"),
         "base_url": request.build_absolute_uri("/v1"),
         "anthropic_base_url": request.build_absolute_uri("/").rstrip("/"),
@@ -161,17 +178,12 @@ def key_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(Role.MEMBER)
 def key_edit(request: HttpRequest, pk: int) -> HttpResponse:
     api_key = _visible_key(request, pk)
-    form = KeyEditForm(request.POST, models=_model_names())
+    # A member's form has the name only: whatever else is posted is not theirs to change.
+    form = KeyEditForm(request.POST, models=_model_names(), admin=has_role(request, Role.ADMIN))
     if not form.is_valid():
         context = _key_detail_context(request, api_key, edit_form=form)
         return TemplateResponse(request, "accounts/key_detail.html", context, status=FORM_INVALID)
-    api_key_update(
-        api_key=api_key,
-        actor=actor(request),
-        name=form.cleaned_data["name"],
-        allowed_models=form.cleaned_data["allowed_models"],
-        expires_at=form.cleaned_data["expires_on"],
-    )
+    api_key_update(api_key=api_key, actor=actor(request), **form.changes())
     messages.success(request, f"Saved the key “{api_key.name}”.")
     return HttpResponseRedirect(reverse("key-detail", args=[api_key.pk]))
 

@@ -67,14 +67,14 @@ def test_a_session_user_can_list_keys(bob, make_api_key):
     assert listed_names(logged_in(bob).get(KEYS_URL)) == {"bob-laptop"}
 
 
-def test_an_api_key_user_can_list_keys(bob, make_api_key):
-    secret = make_api_key(bob, name="bob-ci").secret
+def test_a_control_key_user_can_list_keys(bob, make_api_key):
+    secret = make_api_key(bob, name="bob-ci", scope="control").secret
 
     assert listed_names(with_key(secret).get(KEYS_URL)) == {"bob-ci"}
 
 
-def test_an_api_key_user_can_create_without_a_csrf_token(bob, make_api_key):
-    secret = make_api_key(bob).secret
+def test_a_control_key_user_can_create_without_a_csrf_token(bob, make_api_key):
+    secret = make_api_key(bob, scope="control").secret
     api_client = APIClient(enforce_csrf_checks=True)
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
 
@@ -210,7 +210,7 @@ def test_a_revoked_key_is_refused_on_v1(bob, make_api_key, client: Client):
 
 
 def test_a_revoked_key_can_no_longer_call_the_control_api(bob, make_api_key):
-    created = make_api_key(bob)
+    created = make_api_key(bob, scope="control")
     api_client = with_key(created.secret)
 
     assert api_client.post(f"{detail_url(created.api_key)}revoke/").status_code == 200

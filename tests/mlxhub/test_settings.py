@@ -109,6 +109,8 @@ def test_the_secret_key_and_port_from_the_environment_are_used_and_no_key_file_i
         ("MLXHUB_PORT", "70000"),
         ("MLXHUB_MAX_QUEUE", "lots"),
         ("MLXHUB_SECURE", "ture"),
+        ("MLXHUB_TRUSTED_PROXIES", "10.0.0.0/8,proxy.local"),
+        ("MLXHUB_LOGIN_FAILURE_LIMIT", "0"),
     ],
 )
 def test_a_malformed_setting_fails_loudly_with_improperly_configured(tmp_path, name, value):

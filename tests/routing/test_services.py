@@ -86,7 +86,7 @@ def test_rotation_without_the_old_key_changes_nothing_and_says_so(
 
 def test_an_update_without_a_secret_keeps_the_stored_one(credential: ProviderCredential) -> None:
     before = stored_secret_column(credential)
-    credential_update(credential=credential, base_url="https://proxy.example.com")
+    credential_update(credential=credential, name="renamed")  # a new base URL needs the secret again
     assert stored_secret_column(credential) == before
 
 
