@@ -74,6 +74,7 @@ class RequestIdMiddleware(HybridMiddleware):
 # API request crosses to a worker thread only for the database (the page stack's MiddlewareMixin
 # classes each hop there and back, twice, per request).
 DATA_PLANE_MIDDLEWARE = [
+    "mlxhub.proxies.TrustedProxyMiddleware",  # before the security checks: who may say the request was https
     "mlxhub.middleware.RequestIdMiddleware",
     "mlxhub.middleware.OpenAIErrorShapeMiddleware",
     "mlxhub.middleware.DataPlaneSecurityMiddleware",
