@@ -143,6 +143,10 @@ def _client() -> httpx.Client:
     return httpx.Client(timeout=timeout, follow_redirects=True)
 
 
+class HubOversize(HubError):
+    """The hub sent more bytes than the file's listed size: not retried, the file is not what was listed."""
+
+
 def stream_file(
     url: str,
     part_path: Path,
@@ -156,6 +160,8 @@ def stream_file(
 
     ``on_bytes(n)`` runs after every chunk written; it may raise DownloadStopped. Network failures
     raise HubUnavailable with the partial file kept, so the next attempt resumes where this one stopped.
+    The file never grows past ``expected_size``: a longer answer (whole or ranged) is cut there and raises
+    HubOversize, before the extra bytes reach the disk.
     """
     have = part_path.stat().st_size if part_path.exists() else 0
     if have > expected_size:
@@ -173,11 +179,22 @@ def stream_file(
         if have and response.status_code == 200:
             mode = "wb"  # the server ignored the range: the body is the whole file
             on_bytes(-have)
+            have = 0
+        room = expected_size - have
+        oversize = HubOversize(f"{what}: the hub sent more than the {expected_size:,} bytes it lists for this file.")
+        announced = response.headers.get("Content-Length", "")
+        if announced.isdigit() and int(announced) > room:
+            raise oversize
         with part_path.open(mode) as handle:
             # No chunk_size: httpx would hold bytes back until a whole chunk arrived, and on a slow link a
             # pause or cancel would wait for it. Reads come as the network delivers them (at most 64 KiB).
             for chunk in response.iter_bytes():
+                if len(chunk) > room:
+                    handle.write(chunk[:room])
+                    on_bytes(room)
+                    raise oversize
                 handle.write(chunk)
+                room -= len(chunk)
                 on_bytes(len(chunk))
 
 

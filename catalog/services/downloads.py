@@ -360,7 +360,11 @@ def _fetch_files(download: Download, partial_dir: Path, progress: _Progress, tok
         part.parent.mkdir(parents=True, exist_ok=True)
         what = f"{download.repo_id}/{item['path']}"
         url = hub.file_url(download.repo_id, item["path"], revision=download.commit_sha or download.revision)
-        hub.stream_file(url, part, token=token, expected_size=item["size"], on_bytes=progress.add, what=what)
+        try:
+            hub.stream_file(url, part, token=token, expected_size=item["size"], on_bytes=progress.add, what=what)
+        except hub.HubOversize:
+            part.unlink(missing_ok=True)  # cut at its listed size, but not the file that was listed
+            raise
         size = part.stat().st_size
         if size != item["size"] or (item["sha256"] and _sha256(part) != item["sha256"]):
             part.unlink()

@@ -1,0 +1,110 @@
+"""Downloads that must not take more than they should: bytes past a file's listed size, code files.
+
+Each attempt runs in this process against the fake hub, as in test_downloads.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from catalog import hub
+from catalog.constants import PART_SUFFIX
+from catalog.hub import HubUnavailable
+from catalog.models import Download
+from catalog.services import download_model_dir, download_partial_dir, download_start
+from tests.catalog import fakehub
+from tests.catalog.fakehub import ORG, FakeHub, FakeRepo, resolve_url, text_repo
+from tests.catalog.test_downloads import assert_identical, attempt
+
+fake_hub = fakehub.fake_hub
+hub_settings = fakehub.hub_settings
+
+pytestmark = pytest.mark.usefixtures("hub_settings")
+
+WEIGHTS = "model.safetensors"
+# Far more than a socket's buffers hold, so a client that kept reading would be seen taking it.
+FLOOD = 32 * 1024 * 1024
+
+
+@pytest.fixture
+def text_model(request, fake_hub: FakeHub, tiny_model_dir: Path) -> FakeRepo:
+    return fake_hub.add(text_repo(tiny_model_dir, f"{ORG}/limits-{request.node.name[5:60].replace('[', '-')}"))
+
+
+def stream(fake_hub: FakeHub, repo: FakeRepo, part: Path) -> None:
+    size = len(repo.files[WEIGHTS])
+    url = resolve_url(fake_hub, repo.repo_id, WEIGHTS)
+    hub.stream_file(url, part, token=None, expected_size=size, on_bytes=lambda count: None, what=WEIGHTS)
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["with-content-length", "without-content-length"])
+def test_a_whole_answer_longer_than_the_listed_size_stops_at_that_size(
+    fake_hub: FakeHub, text_model: FakeRepo, tmp_path: Path, announce: bool
+):
+    fake_hub.overrun_once(text_model.repo_id, WEIGHTS, FLOOD, announce=announce)
+    part = tmp_path / "weights.part"
+
+    with pytest.raises(hub.HubError, match="more than the"):
+        stream(fake_hub, text_model, part)
+
+    if announce:
+        assert not part.exists()  # a Content-Length past the size is refused before a byte is written
+    else:
+        assert part.stat().st_size == len(text_model.files[WEIGHTS])
+
+
+def test_a_resumed_range_answer_that_overruns_never_grows_the_file_past_its_size(
+    fake_hub: FakeHub, text_model: FakeRepo, tmp_path: Path
+):
+    size = len(text_model.files[WEIGHTS])
+    part = tmp_path / "weights.part"
+    part.write_bytes(text_model.files[WEIGHTS][: size // 3])
+    fake_hub.overrun_once(text_model.repo_id, WEIGHTS, FLOOD, announce=False)
+
+    with pytest.raises(hub.HubError, match="more than the"):
+        stream(fake_hub, text_model, part)
+
+    request = fake_hub.file_requests(text_model.repo_id, WEIGHTS)[-1]
+    assert (request.range, request.status) == (f"bytes={size // 3}-", 206)
+    assert part.stat().st_size == size
+    assert part.read_bytes() == text_model.files[WEIGHTS]  # the bytes up to the size are the file's own
+
+
+def test_a_job_whose_file_overruns_fails_with_a_clear_error_and_keeps_no_oversized_file(
+    db, fake_hub: FakeHub, text_model: FakeRepo
+):
+    fake_hub.drop_once(text_model.repo_id, WEIGHTS)
+    download = download_start(repo_id=text_model.repo_id).download
+    with pytest.raises(HubUnavailable):
+        attempt(download)
+    fake_hub.overrun_once(text_model.repo_id, WEIGHTS, FLOOD, announce=False)
+
+    assert attempt(download, task_id="task-2") == "failed"
+
+    download.refresh_from_db()
+    assert download.status == Download.Status.FAILED
+    assert f"{text_model.repo_id}/{WEIGHTS}: the hub sent more than the" in download.error
+    assert not (download_partial_dir(download) / f"{WEIGHTS}{PART_SUFFIX}").exists()
+    assert not download_model_dir(download).exists()
+    resumed = fake_hub.file_requests(text_model.repo_id, WEIGHTS)[-1]
+    assert resumed.range is not None and resumed.bytes_sent < FLOOD  # the worker hung up, it did not read on
+
+
+def test_python_files_in_a_repository_are_never_fetched(db, fake_hub: FakeHub, tiny_model_dir: Path):
+    repo = text_repo(tiny_model_dir, f"{ORG}/limits-remote-code")
+    repo.files["modeling_evil.py"] = b"import os\nos.system('echo owned')\n"
+    repo.files["sub/configuration_evil.py"] = b"raise SystemExit\n"
+    fake_hub.add(repo)
+    download = download_start(repo_id=repo.repo_id).download
+
+    assert not any(item["path"].endswith(".py") for item in download.files)
+    assert attempt(download) == "done"
+
+    folder = download_model_dir(download)
+    assert not list(folder.rglob("*.py"))
+    assert fake_hub.file_requests(repo.repo_id, "modeling_evil.py") == []
+    assert fake_hub.file_requests(repo.repo_id, "sub/configuration_evil.py") == []
+    code_free = {path: data for path, data in repo.files.items() if not path.endswith(".py")}
+    assert_identical(folder, FakeRepo(repo.repo_id, code_free))
