@@ -73,3 +73,5 @@ DOWNLOAD_FILE_PATTERNS = (
 INSTALLED_SUFFIX = ".installed"
 # Serialises the free-disk check with the creation of the job it admits, across processes.
 DISK_LOCK_NAME = ".disk.lock"
+# What a member is told who tries to change someone else's download (API and pages).
+DOWNLOAD_NOT_YOURS = "Members pause, resume or cancel only the downloads they asked for; an admin can change any."
