@@ -43,6 +43,7 @@ from catalog.constants import (
 )
 from catalog.models import Download
 from catalog.selectors import download_active_for, hub_token_value
+from catalog.services.disk import disk_free_bytes, disk_reservation_lock, disk_reserved_bytes
 from catalog.services.folders import ModelFolderError, local_model_register
 
 
@@ -96,19 +97,16 @@ def _partial_bytes(partial_dir: Path, files: list[dict[str, Any]]) -> int:
     return done
 
 
-def _free_bytes(path: Path) -> int:
-    while not path.exists():
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
-def _check_free_disk(*, needed: int) -> None:
-    free = _free_bytes(models_dir())
+def _check_free_disk(*, needed: int, download_id: int | None = None) -> None:
+    """Refuse unless the free disk covers ``needed``, every other active job's reservation and the margin."""
+    free = disk_free_bytes(models_dir())
+    reserved = disk_reserved_bytes(excluding=download_id)
     margin = settings.MLXHUB_DOWNLOAD_MIN_FREE_BYTES
-    if free - needed < margin:
+    if free - reserved - needed < margin:
+        promised = f", {reserved:,} are promised to downloads in progress" if reserved else ""
         raise DownloadRefused(
             f"Not enough free disk space in {models_dir()}: the download needs {needed:,} bytes, "
-            f"{free:,} are free and {margin:,} must stay free (MLXHUB_DOWNLOAD_MIN_FREE_BYTES).",
+            f"{free:,} are free{promised} and {margin:,} must stay free (MLXHUB_DOWNLOAD_MIN_FREE_BYTES).",
             status=507,
         )
 
@@ -160,10 +158,11 @@ def download_start(*, repo_id: str, revision: str = "main", requested_by: User |
     total = sum(item["size"] for item in files)
     probe = Download(repo_id=repo_id, revision=revision)
     already = _partial_bytes(download_partial_dir(probe), files)
-    _check_free_disk(needed=total - already)
     actor = requested_by if requested_by is not None and requested_by.is_authenticated else None
     try:
-        with transaction.atomic():
+        # The row is this job's reservation of disk: it must be committed before another check may run.
+        with disk_reservation_lock(models_dir()), transaction.atomic():
+            _check_free_disk(needed=total - already)
             download = Download.objects.create(
                 repo_id=repo_id,
                 revision=revision,
@@ -428,7 +427,7 @@ def download_execute(*, download_id: int, task_id: str, worker: str) -> str:
         progress = _Progress(download, task_id)
         try:
             progress.set_done(_partial_bytes(partial_dir, download.files))
-            _check_free_disk(needed=download.bytes_total - progress.bytes_done)
+            _check_free_disk(needed=download.bytes_total - progress.bytes_done, download_id=download.pk)
             _fetch_files(download, partial_dir, progress, hub_token_value())
             progress.set_done(download.bytes_total)
             final = _install(download, partial_dir)

@@ -619,6 +619,7 @@ def hub_settings(settings: Any, fake_hub: FakeHub, tmp_path: Path) -> Any:
     settings.MLXHUB_MODELS_DIR = tmp_path / "models"
     settings.MLXHUB_HF_CACHE_DIR = tmp_path / "hf-cache"
     settings.MLXHUB_DOWNLOAD_MIN_FREE_BYTES = 0
+    settings.MLXHUB_DOWNLOAD_FREE_BYTES = None  # the real disk; a test sets a figure to try the reservations
     settings.MLXHUB_HUB_CACHE_SECONDS = 60
     cache.clear()
     yield settings

@@ -1,4 +1,5 @@
-"""Downloads that must not take more than they should: bytes past a file's listed size, code files.
+"""Downloads that must not take more than they should: bytes past a file's listed size, code files, disk that
+another download was promised.
 
 Each attempt runs in this process against the fake hub, as in test_downloads.py.
 """
@@ -13,7 +14,14 @@ from catalog import hub
 from catalog.constants import PART_SUFFIX
 from catalog.hub import HubUnavailable
 from catalog.models import Download
-from catalog.services import download_model_dir, download_partial_dir, download_start
+from catalog.services import (
+    DownloadRefused,
+    download_cancel,
+    download_model_dir,
+    download_partial_dir,
+    download_pause,
+    download_start,
+)
 from tests.catalog import fakehub
 from tests.catalog.fakehub import ORG, FakeHub, FakeRepo, resolve_url, text_repo
 from tests.catalog.test_downloads import assert_identical, attempt
@@ -108,3 +116,52 @@ def test_python_files_in_a_repository_are_never_fetched(db, fake_hub: FakeHub, t
     assert fake_hub.file_requests(repo.repo_id, "sub/configuration_evil.py") == []
     code_free = {path: data for path, data in repo.files.items() if not path.endswith(".py")}
     assert_identical(folder, FakeRepo(repo.repo_id, code_free))
+
+
+def test_two_downloads_whose_sum_exceeds_the_free_space_cannot_both_start(
+    db, hub_settings, fake_hub: FakeHub, tiny_model_dir: Path
+):
+    first_repo = fake_hub.add(text_repo(tiny_model_dir, f"{ORG}/limits-disk-first"))
+    second_repo = fake_hub.add(text_repo(tiny_model_dir, f"{ORG}/limits-disk-second"))
+    size = sum(map(len, first_repo.files.values()))
+    hub_settings.MLXHUB_DOWNLOAD_FREE_BYTES = size * 3 // 2  # room for one of them, not for both
+
+    first = download_start(repo_id=first_repo.repo_id).download
+    with pytest.raises(DownloadRefused, match="promised to downloads in progress") as refused:
+        download_start(repo_id=second_repo.repo_id)
+
+    assert refused.value.status == 507
+    assert f"needs {sum(map(len, second_repo.files.values())):,} bytes" in refused.value.message
+    assert list(Download.objects.values_list("repo_id", flat=True)) == [first_repo.repo_id]
+    assert attempt(first) == "done"  # a finished job holds no reservation (its bytes are on the disk now)
+    assert download_start(repo_id=second_repo.repo_id).created
+
+
+def test_a_paused_download_keeps_its_reservation_and_a_cancelled_one_frees_it(
+    db, hub_settings, fake_hub: FakeHub, tiny_model_dir: Path
+):
+    first_repo = fake_hub.add(text_repo(tiny_model_dir, f"{ORG}/limits-reserve-first"))
+    second_repo = fake_hub.add(text_repo(tiny_model_dir, f"{ORG}/limits-reserve-second"))
+    hub_settings.MLXHUB_DOWNLOAD_FREE_BYTES = sum(map(len, first_repo.files.values())) * 3 // 2
+    first = download_pause(download=download_start(repo_id=first_repo.repo_id).download)
+
+    with pytest.raises(DownloadRefused, match="promised"):
+        download_start(repo_id=second_repo.repo_id)
+    download_cancel(download=first)
+
+    assert download_start(repo_id=second_repo.repo_id).created
+
+
+def test_the_worker_counts_the_other_jobs_reservations_but_not_its_own(
+    db, hub_settings, fake_hub: FakeHub, tiny_model_dir: Path
+):
+    repo = fake_hub.add(text_repo(tiny_model_dir, f"{ORG}/limits-worker-disk"))
+    size = sum(map(len, repo.files.values()))
+    hub_settings.MLXHUB_DOWNLOAD_FREE_BYTES = size + 10
+    download = download_start(repo_id=repo.repo_id).download
+    # Another job was admitted meanwhile (its reservation is real, whoever made it).
+    Download.objects.create(repo_id=f"{ORG}/limits-other", bytes_total=100, status=Download.Status.QUEUED)
+
+    assert attempt(download) == "failed"
+    download.refresh_from_db()
+    assert "100 are promised to downloads in progress" in download.error
