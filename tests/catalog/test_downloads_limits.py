@@ -1,14 +1,16 @@
 """Downloads that must not take more than they should: bytes past a file's listed size, code files, disk that
-another download was promised.
+another download was promised, and a second fetch of a folder that a dead worker had already moved into place.
 
 Each attempt runs in this process against the fake hub, as in test_downloads.py.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from catalog import hub
 from catalog.constants import PART_SUFFIX
@@ -22,6 +24,7 @@ from catalog.services import (
     download_pause,
     download_start,
 )
+from catalog.tasks import download_run
 from tests.catalog import fakehub
 from tests.catalog.fakehub import ORG, FakeHub, FakeRepo, resolve_url, text_repo
 from tests.catalog.test_downloads import assert_identical, attempt
@@ -165,3 +168,57 @@ def test_the_worker_counts_the_other_jobs_reservations_but_not_its_own(
     assert attempt(download) == "failed"
     download.refresh_from_db()
     assert "100 are promised to downloads in progress" in download.error
+
+
+class WorkerDied(BaseException):
+    """The worker's process ends here, as under SIGKILL: no except clause of the product catches it."""
+
+
+def resolves(fake_hub: FakeHub, repo: FakeRepo) -> list[fakehub.RecordedRequest]:
+    return [
+        request
+        for request in fake_hub.requests
+        if request.method == "GET" and request.path.startswith(f"/{repo.repo_id}/resolve/")
+    ]
+
+
+def test_a_worker_that_dies_between_install_and_finish_is_finished_without_fetching_again(
+    db, fake_hub: FakeHub, text_model: FakeRepo, monkeypatch
+):
+    from catalog.services import downloads
+
+    download = download_start(repo_id=text_model.repo_id).download
+
+    def die_after_the_move(**kwargs):  # registering is the step between the move into place and "done"
+        raise WorkerDied
+
+    with monkeypatch.context() as patched:
+        patched.setattr(downloads, "local_model_register", die_after_the_move)
+        with pytest.raises(WorkerDied):
+            attempt(download)
+    fetched = len(resolves(fake_hub, text_model))
+    download.refresh_from_db()
+    # What the dead worker left: a running row with its lease, the folder in place, no partial folder.
+    assert download.status == Download.Status.RUNNING and download.local_model is None
+    assert download_model_dir(download).is_dir() and not download_partial_dir(download).exists()
+    Download.objects.filter(pk=download.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    assert download_run(download.pk) == "done"  # the next worker's task takes the job over
+
+    assert len(resolves(fake_hub, text_model)) == fetched  # not one file fetched again
+    download.refresh_from_db()
+    assert (download.status, download.bytes_done, download.attempts) == ("done", download.bytes_total, 2)
+    assert download.local_model is not None and Path(download.local_model.path) == download_model_dir(download)
+    assert_identical(download_model_dir(download), text_model)
+    assert [path.name for path in download_partial_dir(download).parent.iterdir() if path.suffix != ".lock"] == []
+
+
+def test_an_older_copy_of_the_folder_is_not_taken_for_this_jobs_install(db, fake_hub: FakeHub, text_model: FakeRepo):
+    first = download_start(repo_id=text_model.repo_id).download
+    assert attempt(first) == "done"
+    again = download_start(repo_id=text_model.repo_id).download
+
+    assert attempt(again, task_id="task-2") == "done"
+
+    assert len(resolves(fake_hub, text_model)) == 2 * len(text_model.files)  # a new job fetches anew
+    assert_identical(download_model_dir(again), text_model)
