@@ -143,6 +143,13 @@ def _client() -> httpx.Client:
     return httpx.Client(timeout=timeout, follow_redirects=True)
 
 
+def _range_start(content_range: str) -> int | None:
+    """The first byte of a ``Content-Range: bytes START-END/TOTAL`` header, or None."""
+    unit, _, spec = content_range.partition(" ")
+    start = spec.partition("-")[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
+
+
 class HubOversize(HubError):
     """The hub sent more bytes than the file's listed size: not retried, the file is not what was listed."""
 
@@ -176,6 +183,9 @@ def stream_file(
         if response.status_code not in {200, 206}:
             raise _status_error(response.status_code, what)
         mode = "ab"
+        if response.status_code == 206 and _range_start(response.headers.get("Content-Range", "")) != have:
+            part_path.unlink(missing_ok=True)  # appending a range that starts elsewhere would corrupt the file
+            raise HubUnavailable(f"{what}: the hub's range answer did not start at byte {have:,}; starting over.")
         if have and response.status_code == 200:
             mode = "wb"  # the server ignored the range: the body is the whole file
             on_bytes(-have)

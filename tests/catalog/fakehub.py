@@ -11,8 +11,8 @@ Errors carry ``X-Error-Code`` (RepoNotFound, RevisionNotFound, EntryNotFound, Ga
 so huggingface_hub raises its own typed errors.
 
 Faults, set by a test for one repository file: drop the connection half-way (once), answer 500 (once),
-answer 404 (always), send more bytes than the file has (once, with or without a Content-Length), and a
-bandwidth limit per repository (slow server).
+answer 404 (always), send more bytes than the file has (once, with or without a Content-Length), answer a
+range from the wrong byte (once), and a bandwidth limit per repository (slow server).
 """
 
 from __future__ import annotations
@@ -161,6 +161,7 @@ class FakeHub:
         self._fail_once: dict[tuple[str, str], int] = {}
         self._missing: set[tuple[str, str]] = set()
         self._overrun_once: dict[tuple[str, str], tuple[int, bool]] = {}
+        self._misaligned_once: set[tuple[str, str]] = set()
         self._bandwidth: dict[str, float] = {}
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -198,6 +199,11 @@ class FakeHub:
         ``announce`` the Content-Length counts them, without it there is none and the connection closes."""
         with self._lock:
             self._overrun_once[(repo_id, path)] = (extra, announce)
+
+    def misaligned_once(self, repo_id: str, path: str) -> None:
+        """The next ranged GET of this file answers 206 from byte 0 (a broken cache), saying so in Content-Range."""
+        with self._lock:
+            self._misaligned_once.add((repo_id, path))
 
     def throttle(self, repo_id: str, bytes_per_second: float | None) -> None:
         with self._lock:
@@ -431,7 +437,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             if match is None or int(match.group(1)) >= len(data):
                 self._send(416, headers={"Content-Range": f"bytes */{len(data)}"}, head=head)
                 return
-            start = int(match.group(1))
+            start = 0 if not head and self.hub._take(self.hub._misaligned_once, key) else int(match.group(1))
             end = int(match.group(2)) if match.group(2) else len(data) - 1
             data = data[start : end + 1]
             status = 206

@@ -222,3 +222,19 @@ def test_an_older_copy_of_the_folder_is_not_taken_for_this_jobs_install(db, fake
 
     assert len(resolves(fake_hub, text_model)) == 2 * len(text_model.files)  # a new job fetches anew
     assert_identical(download_model_dir(again), text_model)
+
+
+def test_a_range_answer_that_starts_at_the_wrong_byte_is_not_appended(db, fake_hub: FakeHub, text_model: FakeRepo):
+    fake_hub.drop_once(text_model.repo_id, WEIGHTS)
+    download = download_start(repo_id=text_model.repo_id).download
+    with pytest.raises(HubUnavailable):
+        attempt(download)
+    fake_hub.misaligned_once(text_model.repo_id, WEIGHTS)
+
+    with pytest.raises(HubUnavailable, match="did not start at byte"):
+        attempt(download, task_id="task-2")
+    assert not (download_partial_dir(download) / f"{WEIGHTS}{PART_SUFFIX}").exists()
+
+    assert attempt(download, task_id="task-3") == "done"
+    assert fake_hub.file_requests(text_model.repo_id, WEIGHTS)[-1].range is None  # the file was started over
+    assert_identical(download_model_dir(download), text_model)
