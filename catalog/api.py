@@ -16,16 +16,24 @@ from django.db.models import ProtectedError, QuerySet
 from django.shortcuts import get_object_or_404
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from rest_framework import generics, serializers, status, viewsets
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.constants import DEFAULT_AUTHOR, KIND_PIPELINE_TAGS, SEARCH_MAX_PAGE_SIZE, SEARCH_PAGE_SIZE, SEARCH_SORTS
+from catalog.constants import (
+    DEFAULT_AUTHOR,
+    DOWNLOAD_NOT_YOURS,
+    KIND_PIPELINE_TAGS,
+    SEARCH_MAX_PAGE_SIZE,
+    SEARCH_PAGE_SIZE,
+    SEARCH_SORTS,
+)
 from catalog.hub import HubError
 from catalog.models import Download, LocalModel, Profile
 from catalog.selectors import (
     SearchQuery,
+    download_changeable_by,
     downloads_visible,
     hub_model_detail,
     hub_search,
@@ -246,6 +254,8 @@ class DownloadActionView(APIView):
 
     def post(self, request: Request, pk: int, action: str) -> Response:
         download = get_object_or_404(Download, pk=pk)
+        if not download_changeable_by(user=request.user, download=download):
+            raise PermissionDenied(DOWNLOAD_NOT_YOURS)
         try:
             download = self.actions[action](download=download, actor=cast(User, request.user))
         except DownloadStateError as exc:

@@ -56,15 +56,22 @@ DOWNLOAD_LOCK_WAIT = 30.0
 PARTIAL_DIR_NAME = ".partial"
 TRASH_DIR_NAME = ".trash"
 PART_SUFFIX = ".part"
-# What a download fetches from a repository: what MLX loaders read, not other formats' weights.
+# What a download fetches from a repository: what MLX loaders read, not other formats' weights. Never code:
+# `*.py` files (a repository's "remote code") are not fetched, so nothing downloaded can ever be imported.
 DOWNLOAD_FILE_PATTERNS = (
     "*.json",
     "*.safetensors",
     "*.txt",
     "*.model",
     "*.tiktoken",
-    "*.py",
     "*.jinja",
     "*.md",
     "*.jsonl",
 )
+# Where a download notes that its folder was moved into place, so a worker that dies before the job is
+# marked done lets the next one finish the job without fetching again (beside the partial folder).
+INSTALLED_SUFFIX = ".installed"
+# Serialises the free-disk check with the creation of the job it admits, across processes.
+DISK_LOCK_NAME = ".disk.lock"
+# What a member is told who tries to change someone else's download (API and pages).
+DOWNLOAD_NOT_YOURS = "Members pause, resume or cancel only the downloads they asked for; an admin can change any."

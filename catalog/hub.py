@@ -143,6 +143,17 @@ def _client() -> httpx.Client:
     return httpx.Client(timeout=timeout, follow_redirects=True)
 
 
+def _range_start(content_range: str) -> int | None:
+    """The first byte of a ``Content-Range: bytes START-END/TOTAL`` header, or None."""
+    unit, _, spec = content_range.partition(" ")
+    start = spec.partition("-")[0]
+    return int(start) if unit == "bytes" and start.isdigit() else None
+
+
+class HubOversize(HubError):
+    """The hub sent more bytes than the file's listed size: not retried, the file is not what was listed."""
+
+
 def stream_file(
     url: str,
     part_path: Path,
@@ -156,6 +167,8 @@ def stream_file(
 
     ``on_bytes(n)`` runs after every chunk written; it may raise DownloadStopped. Network failures
     raise HubUnavailable with the partial file kept, so the next attempt resumes where this one stopped.
+    The file never grows past ``expected_size``: a longer answer (whole or ranged) is cut there and raises
+    HubOversize, before the extra bytes reach the disk.
     """
     have = part_path.stat().st_size if part_path.exists() else 0
     if have > expected_size:
@@ -170,14 +183,28 @@ def stream_file(
         if response.status_code not in {200, 206}:
             raise _status_error(response.status_code, what)
         mode = "ab"
+        if response.status_code == 206 and _range_start(response.headers.get("Content-Range", "")) != have:
+            part_path.unlink(missing_ok=True)  # appending a range that starts elsewhere would corrupt the file
+            raise HubUnavailable(f"{what}: the hub's range answer did not start at byte {have:,}; starting over.")
         if have and response.status_code == 200:
             mode = "wb"  # the server ignored the range: the body is the whole file
             on_bytes(-have)
+            have = 0
+        room = expected_size - have
+        oversize = HubOversize(f"{what}: the hub sent more than the {expected_size:,} bytes it lists for this file.")
+        announced = response.headers.get("Content-Length", "")
+        if announced.isdigit() and int(announced) > room:
+            raise oversize
         with part_path.open(mode) as handle:
             # No chunk_size: httpx would hold bytes back until a whole chunk arrived, and on a slow link a
             # pause or cancel would wait for it. Reads come as the network delivers them (at most 64 KiB).
             for chunk in response.iter_bytes():
+                if len(chunk) > room:
+                    handle.write(chunk[:room])
+                    on_bytes(room)
+                    raise oversize
                 handle.write(chunk)
+                room -= len(chunk)
                 on_bytes(len(chunk))
 
 

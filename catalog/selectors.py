@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.cache import cache
 from django.db.models import QuerySet
 
@@ -31,6 +32,8 @@ from catalog.model_facts import (
 from catalog.models import Download, HubToken, LocalModel, Profile
 from inference.engine.stats import ModelStats
 from mlxhub import crypto
+from mlxhub.accounts.models import Role
+from mlxhub.accounts.selectors import user_role
 
 
 def profiles_servable() -> QuerySet[Profile]:
@@ -207,6 +210,18 @@ def _hub_model_facts(*, repo_id: str, revision: str | None) -> dict[str, Any]:
 # Jobs and local models.
 def downloads_visible() -> QuerySet[Download]:
     return Download.objects.select_related("requested_by", "local_model").order_by("-created_at")
+
+
+def download_changeable_by(*, user: User | AnonymousUser, download: Download) -> bool:
+    """Whether ``user`` may pause, resume or cancel ``download``: admins any job, members the jobs they asked for.
+
+    A job nobody asked for (started by a script or the system) is for admins only.
+    """
+    if not user.is_authenticated:
+        return False
+    if user_role(user=cast(User, user)) == Role.ADMIN:
+        return True
+    return download.requested_by_id is not None and download.requested_by_id == user.pk
 
 
 def download_active_for(*, repo_id: str, revision: str) -> Download | None:

@@ -423,6 +423,9 @@ MLXHUB_ENCRYPTION_KEYS = env.list("MLXHUB_ENCRYPTION_KEYS", default=[])
 MLXHUB_HUB_CACHE_SECONDS = _env_int("MLXHUB_HUB_CACHE_SECONDS", 120)
 # A download is refused unless this much disk stays free after it.
 MLXHUB_DOWNLOAD_MIN_FREE_BYTES = _env_int("MLXHUB_DOWNLOAD_MIN_FREE_BYTES", 1024**3)
+# The free disk downloads count on instead of measuring MLXHUB_MODELS_DIR's disk (unset: measure it): a fixed
+# figure for tests, or a way to give downloads less than the disk has.
+MLXHUB_DOWNLOAD_FREE_BYTES: int | None = _typed("MLXHUB_DOWNLOAD_FREE_BYTES", None, int, "an integer")
 MLXHUB_DOWNLOAD_QUEUE = env.str("MLXHUB_DOWNLOAD_QUEUE", default="celery")
 # A running download whose worker has not written for this long is taken over by another worker.
 MLXHUB_DOWNLOAD_LEASE_SECONDS = _env_float("MLXHUB_DOWNLOAD_LEASE_SECONDS", 60.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from catalog.services.download_folders import download_model_dir, download_partial_dir, models_dir
 from catalog.services.downloads import (
     DownloadRefused,
     DownloadStarted,
@@ -9,14 +10,11 @@ from catalog.services.downloads import (
     download_cancel,
     download_execute,
     download_fail,
-    download_model_dir,
-    download_partial_dir,
     download_pause,
     download_requeue,
     download_resume,
     download_start,
     downloads_recover,
-    models_dir,
 )
 from catalog.services.folders import (
     ModelFolderError,

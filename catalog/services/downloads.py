@@ -7,15 +7,9 @@ so the next worker takes the job over and resumes the partial files.
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
-import hashlib
-import re
-import shutil
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
@@ -37,12 +31,22 @@ from catalog.constants import (
     DOWNLOAD_PROGRESS_INTERVAL,
     MAX_ETA_SECONDS,
     PART_SUFFIX,
-    PARTIAL_DIR_NAME,
-    TRASH_DIR_NAME,
     WEIGHT_SUFFIXES,
 )
 from catalog.models import Download
 from catalog.selectors import download_active_for, hub_token_value
+from catalog.services.disk import disk_free_bytes, disk_reservation_lock, disk_reserved_bytes
+from catalog.services.download_folders import (
+    download_install,
+    download_install_done,
+    download_installed_before,
+    download_partial_dir,
+    folder_lock,
+    models_dir,
+    partial_bytes,
+    remove_partial,
+    sha256_of,
+)
 from catalog.services.folders import ModelFolderError, local_model_register
 
 
@@ -65,50 +69,16 @@ class DownloadStarted:
     created: bool
 
 
-def _folder_name(repo_id: str, revision: str) -> str:
-    name = repo_id.replace("/", "--")
-    if revision != "main":
-        name += "--" + re.sub(r"[^A-Za-z0-9._-]", "_", revision)
-    return name
-
-
-def models_dir() -> Path:
-    return Path(settings.MLXHUB_MODELS_DIR)
-
-
-def download_model_dir(download: Download) -> Path:
-    """Where a finished download lives; it appears there only once every file is verified."""
-    return models_dir() / _folder_name(download.repo_id, download.revision)
-
-
-def download_partial_dir(download: Download) -> Path:
-    """Where files arrive (``<file>.part`` while incomplete); kept across pauses, failures and worker restarts."""
-    return models_dir() / PARTIAL_DIR_NAME / _folder_name(download.repo_id, download.revision)
-
-
-def _partial_bytes(partial_dir: Path, files: list[dict[str, Any]]) -> int:
-    done = 0
-    for item in files:
-        for candidate in (partial_dir / item["path"], partial_dir / (item["path"] + PART_SUFFIX)):
-            if candidate.is_file():
-                done += min(candidate.stat().st_size, item["size"])
-                break
-    return done
-
-
-def _free_bytes(path: Path) -> int:
-    while not path.exists():
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
-def _check_free_disk(*, needed: int) -> None:
-    free = _free_bytes(models_dir())
+def _check_free_disk(*, needed: int, download_id: int | None = None) -> None:
+    """Refuse unless the free disk covers ``needed``, every other active job's reservation and the margin."""
+    free = disk_free_bytes(models_dir())
+    reserved = disk_reserved_bytes(excluding=download_id)
     margin = settings.MLXHUB_DOWNLOAD_MIN_FREE_BYTES
-    if free - needed < margin:
+    if free - reserved - needed < margin:
+        promised = f", {reserved:,} are promised to downloads in progress" if reserved else ""
         raise DownloadRefused(
             f"Not enough free disk space in {models_dir()}: the download needs {needed:,} bytes, "
-            f"{free:,} are free and {margin:,} must stay free (MLXHUB_DOWNLOAD_MIN_FREE_BYTES).",
+            f"{free:,} are free{promised} and {margin:,} must stay free (MLXHUB_DOWNLOAD_MIN_FREE_BYTES).",
             status=507,
         )
 
@@ -159,11 +129,12 @@ def download_start(*, repo_id: str, revision: str = "main", requested_by: User |
     files = _wanted_files(info)
     total = sum(item["size"] for item in files)
     probe = Download(repo_id=repo_id, revision=revision)
-    already = _partial_bytes(download_partial_dir(probe), files)
-    _check_free_disk(needed=total - already)
+    already = partial_bytes(download_partial_dir(probe), files)
     actor = requested_by if requested_by is not None and requested_by.is_authenticated else None
     try:
-        with transaction.atomic():
+        # The row is this job's reservation of disk: it must be committed before another check may run.
+        with disk_reservation_lock(models_dir()), transaction.atomic():
+            _check_free_disk(needed=total - already)
             download = Download.objects.create(
                 repo_id=repo_id,
                 revision=revision,
@@ -247,39 +218,10 @@ def download_cancel(*, download: Download, actor: User | None = None) -> Downloa
         eta_seconds=None,
         finished_at=timezone.now(),
     )
-    with _folder_lock(download_partial_dir(download), wait=0) as locked:
+    with folder_lock(download_partial_dir(download), wait=0) as locked:
         if locked:  # no worker holds the folder; one that does removes it itself when it sees the flag
-            _remove_partial(download)
+            remove_partial(download)
     return download
-
-
-def _remove_partial(download: Download) -> None:
-    shutil.rmtree(download_partial_dir(download), ignore_errors=True)
-
-
-@contextmanager
-def _folder_lock(partial_dir: Path, *, wait: float) -> Iterator[bool]:
-    """An exclusive lock beside the partial folder, so two workers never write the same files.
-
-    flock is released by the kernel when a worker dies, so a killed worker never leaves it held.
-    """
-    partial_dir.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = partial_dir.parent / f"{partial_dir.name}.lock"
-    with lock_path.open("a") as handle:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.1)
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _claim(download_id: int, *, task_id: str, worker: str) -> Download | None:
@@ -343,14 +285,6 @@ class _Progress:
             events.push_progress(events.progress_event(self.download))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _fetch_files(download: Download, partial_dir: Path, progress: _Progress, token: str | None) -> None:
     for item in download.files:
         target = partial_dir / item["path"]
@@ -360,26 +294,18 @@ def _fetch_files(download: Download, partial_dir: Path, progress: _Progress, tok
         part.parent.mkdir(parents=True, exist_ok=True)
         what = f"{download.repo_id}/{item['path']}"
         url = hub.file_url(download.repo_id, item["path"], revision=download.commit_sha or download.revision)
-        hub.stream_file(url, part, token=token, expected_size=item["size"], on_bytes=progress.add, what=what)
+        try:
+            hub.stream_file(url, part, token=token, expected_size=item["size"], on_bytes=progress.add, what=what)
+        except hub.HubOversize:
+            part.unlink(missing_ok=True)  # cut at its listed size, but not the file that was listed
+            raise
         size = part.stat().st_size
-        if size != item["size"] or (item["sha256"] and _sha256(part) != item["sha256"]):
+        if size != item["size"] or (item["sha256"] and sha256_of(part) != item["sha256"]):
             part.unlink()
-            progress.set_done(_partial_bytes(partial_dir, download.files))
+            progress.set_done(partial_bytes(partial_dir, download.files))
             # Transient by nature (a proxy cut the body short, a corrupted transfer): fetch it again.
             raise hub.HubUnavailable(f"{what} arrived damaged ({size:,} of {item['size']:,} bytes or a bad checksum).")
         part.rename(target)
-
-
-def _install(download: Download, partial_dir: Path) -> Path:
-    """Move the verified folder into place in one rename; an older copy goes to the trash first."""
-    final = download_model_dir(download)
-    if final.exists():
-        trash = models_dir() / TRASH_DIR_NAME / f"{final.name}-{int(time.time())}"
-        trash.parent.mkdir(parents=True, exist_ok=True)
-        final.rename(trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    partial_dir.rename(final)
-    return final
 
 
 def _finish(download: Download, task_id: str, **changes: Any) -> bool:
@@ -417,22 +343,27 @@ def download_execute(*, download_id: int, task_id: str, worker: str) -> str:
     if download is None:
         return "skipped"
     partial_dir = download_partial_dir(download)
-    with _folder_lock(partial_dir, wait=DOWNLOAD_LOCK_WAIT) as locked:
+    with folder_lock(partial_dir, wait=DOWNLOAD_LOCK_WAIT) as locked:
         if not locked:
             raise hub.HubUnavailable("Another worker still holds this download's folder.")
-        partial_dir.mkdir(parents=True, exist_ok=True)
         progress = _Progress(download, task_id)
         try:
-            progress.set_done(_partial_bytes(partial_dir, download.files))
-            _check_free_disk(needed=download.bytes_total - progress.bytes_done)
-            _fetch_files(download, partial_dir, progress, hub_token_value())
-            progress.set_done(download.bytes_total)
-            final = _install(download, partial_dir)
+            # An attempt that died after moving the folder into place left every file there: finish it.
+            final = download_installed_before(download)
+            if final is None:
+                partial_dir.mkdir(parents=True, exist_ok=True)
+                progress.set_done(partial_bytes(partial_dir, download.files))
+                _check_free_disk(needed=download.bytes_total - progress.bytes_done, download_id=download.pk)
+                _fetch_files(download, partial_dir, progress, hub_token_value())
+                progress.set_done(download.bytes_total)
+                final = download_install(download, partial_dir)
+            else:
+                progress.set_done(download.bytes_total)
             local_model = local_model_register(path=final, repo_id=download.repo_id, revision=download.revision)
         except hub.DownloadStopped:
             download.refresh_from_db()
             if download.status == Download.Status.CANCELLED:
-                _remove_partial(download)
+                remove_partial(download)
             return str(download.status) if download.task_id == task_id else "superseded"
         except (DownloadRefused, hub.HubNotFound, hub.HubAccessDenied, ModelFolderError) as exc:
             download_fail(download_id=download.pk, task_id=task_id, error=getattr(exc, "message", str(exc)))
@@ -453,6 +384,7 @@ def download_execute(*, download_id: int, task_id: str, worker: str) -> str:
         bytes_done=download.bytes_total,
         error="",
     )
+    download_install_done(download)
     return "done"
 
 

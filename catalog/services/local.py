@@ -17,7 +17,7 @@ from huggingface_hub.errors import CacheNotFound
 from audit.models import AdminAction
 from audit.services import admin_action_record
 from catalog.models import LocalModel
-from catalog.services.downloads import models_dir
+from catalog.services.download_folders import models_dir
 from catalog.services.folders import ModelFolderError, _folder_size, local_model_register
 
 

@@ -8,14 +8,16 @@ A finished, failed or cancelled job's row comes back without the trigger, so not
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from catalog.constants import DOWNLOAD_NOT_YOURS
 from catalog.hub import HubError
-from catalog.selectors import downloads_visible
+from catalog.selectors import download_changeable_by, downloads_visible
 from catalog.services import (
     DownloadRefused,
     DownloadStateError,
@@ -70,6 +72,10 @@ def download_act(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     if action not in DOWNLOAD_ACTIONS:
         raise Http404("Unknown action.")
     download = get_object_or_404(downloads_visible(), pk=pk)
+    if not download_changeable_by(user=request.user, download=download):
+        if is_htmx(request):
+            return HttpResponse(DOWNLOAD_NOT_YOURS, status=403, content_type="text/plain; charset=utf-8")
+        raise PermissionDenied(DOWNLOAD_NOT_YOURS)
     try:
         download = DOWNLOAD_ACTIONS[action](download=download, actor=actor(request))
     except DownloadStateError as exc:

@@ -11,7 +11,8 @@ Errors carry ``X-Error-Code`` (RepoNotFound, RevisionNotFound, EntryNotFound, Ga
 so huggingface_hub raises its own typed errors.
 
 Faults, set by a test for one repository file: drop the connection half-way (once), answer 500 (once),
-answer 404 (always), and a bandwidth limit per repository (slow server).
+answer 404 (always), send more bytes than the file has (once, with or without a Content-Length), answer a
+range from the wrong byte (once), and a bandwidth limit per repository (slow server).
 """
 
 from __future__ import annotations
@@ -159,6 +160,8 @@ class FakeHub:
         self._drop_once: set[tuple[str, str]] = set()
         self._fail_once: dict[tuple[str, str], int] = {}
         self._missing: set[tuple[str, str]] = set()
+        self._overrun_once: dict[tuple[str, str], tuple[int, bool]] = {}
+        self._misaligned_once: set[tuple[str, str]] = set()
         self._bandwidth: dict[str, float] = {}
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -190,6 +193,17 @@ class FakeHub:
         """The file stays listed but every resolve of it answers 404."""
         with self._lock:
             self._missing.add((repo_id, path))
+
+    def overrun_once(self, repo_id: str, path: str, extra: int, *, announce: bool = True) -> None:
+        """The next GET of this file sends ``extra`` bytes past its end (a whole or a ranged answer); with
+        ``announce`` the Content-Length counts them, without it there is none and the connection closes."""
+        with self._lock:
+            self._overrun_once[(repo_id, path)] = (extra, announce)
+
+    def misaligned_once(self, repo_id: str, path: str) -> None:
+        """The next ranged GET of this file answers 206 from byte 0 (a broken cache), saying so in Content-Range."""
+        with self._lock:
+            self._misaligned_once.add((repo_id, path))
 
     def throttle(self, repo_id: str, bytes_per_second: float | None) -> None:
         with self._lock:
@@ -423,16 +437,24 @@ class _HubHandler(BaseHTTPRequestHandler):
             if match is None or int(match.group(1)) >= len(data):
                 self._send(416, headers={"Content-Range": f"bytes */{len(data)}"}, head=head)
                 return
-            start = int(match.group(1))
+            start = 0 if not head and self.hub._take(self.hub._misaligned_once, key) else int(match.group(1))
             end = int(match.group(2)) if match.group(2) else len(data) - 1
             data = data[start : end + 1]
             status = 206
             headers["Content-Range"] = f"bytes {start}-{start + len(data) - 1}/{len(repo.files[path])}"
+        overrun = None if head else self.hub._take(self.hub._overrun_once, key)
+        if overrun is not None:
+            extra, announce = overrun
+            data += hashlib.shake_256(data).digest(extra)
+            if not announce:
+                headers["Connection"] = "close"
+                self.close_connection = True
         self.record.status = status
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
+        if overrun is None or overrun[1]:
+            self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if head:
             return
@@ -603,6 +625,7 @@ def hub_settings(settings: Any, fake_hub: FakeHub, tmp_path: Path) -> Any:
     settings.MLXHUB_MODELS_DIR = tmp_path / "models"
     settings.MLXHUB_HF_CACHE_DIR = tmp_path / "hf-cache"
     settings.MLXHUB_DOWNLOAD_MIN_FREE_BYTES = 0
+    settings.MLXHUB_DOWNLOAD_FREE_BYTES = None  # the real disk; a test sets a figure to try the reservations
     settings.MLXHUB_HUB_CACHE_SECONDS = 60
     cache.clear()
     yield settings

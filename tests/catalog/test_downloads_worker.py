@@ -7,11 +7,13 @@ for this module, so on a shared Redis (CI) no other worker can take these jobs.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -297,3 +299,21 @@ def test_a_download_interrupted_by_killing_the_worker_is_finished_by_a_new_worke
     assert fake_hub.file_requests(repo.repo_id, "model.safetensors")[-1].range == f"bytes={kept}-"
     assert_identical(Path(stack.local_model(job["local_model"])["path"]), repo)
     assert "queued interrupted downloads again" in stack.worker_log()
+
+
+def test_a_start_waits_while_another_process_holds_the_disk_reservation_lock(stack: Stack, repo: FakeRepo):
+    """The free-disk check and the insert of the job that it admits run under one lock across processes."""
+    lock_path = stack.models_dir / ".partial" / ".disk.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    answer: dict[str, Any] = {}
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # as another process's check would, between its check and its commit
+        starter = threading.Thread(target=lambda: answer.update(job=stack.start(repo.repo_id)))
+        starter.start()
+        starter.join(1.5)
+        waited = starter.is_alive()
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    starter.join(30)
+
+    assert waited and answer["job"]["status"] == "queued"
+    assert stack.wait(answer["job"]["id"], finished)["status"] == "done"

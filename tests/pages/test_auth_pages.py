@@ -201,7 +201,7 @@ def test_user_add_refuses_a_taken_name_a_weak_password_and_an_unknown_role(bob: 
 
 
 def test_a_member_sees_the_controls_a_viewer_does_not(as_bob: Client, bob: Any, team: Team, tiny_profile: Any):
-    make_download("mlx-community/tiny-llama-bf16")
+    make_download("mlx-community/tiny-llama-bf16", requested_by=bob)  # members change their own downloads
     api_key_create(owner=bob, name="laptop", team=team)
     pages = "".join(as_bob.get(path).content.decode() for path in PAGES)
 

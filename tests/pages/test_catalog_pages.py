@@ -202,8 +202,8 @@ def test_an_active_row_polls_itself_and_a_finished_one_stops(as_bob: Client, tin
     assert "hx-trigger" not in row and "100%" in row and f"/models/#model-{local.pk}" in row
 
 
-def test_pause_resume_and_cancel_answer_the_row(as_bob: Client, hub_settings: Any):
-    download = make_download(f"{ORG}/actions", status="queued")
+def test_pause_resume_and_cancel_answer_the_row(bob: Any, as_bob: Client, hub_settings: Any):
+    download = make_download(f"{ORG}/actions", status="queued", requested_by=bob)  # members change their own
 
     paused = as_bob.post(f"/downloads/{download.pk}/pause/", **HTMX).content.decode()
     assert 'data-status="paused"' in paused and ">Resume<" in paused
@@ -215,8 +215,9 @@ def test_pause_resume_and_cancel_answer_the_row(as_bob: Client, hub_settings: An
     assert refused.status_code == 409 and "cannot become paused" in refused.content.decode()
 
 
-def test_a_failed_download_shows_its_error_in_plain_words(as_bob: Client):
-    make_download(f"{ORG}/broken", status="failed", error="The hub refused access to x (HTTP 403); a token is needed.")
+def test_a_failed_download_shows_its_error_in_plain_words(bob: Any, as_bob: Client):
+    error = "The hub refused access to x (HTTP 403); a token is needed."
+    make_download(f"{ORG}/broken", status="failed", error=error, requested_by=bob)
 
     page = as_bob.get("/downloads/").content.decode()
 
