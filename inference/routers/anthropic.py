@@ -23,6 +23,7 @@ from inference.runtime import engine_client
 from inference.schemas.anthropic import AnthropicCountTokensRequest, AnthropicMessagesRequest
 from inference.services import Outcome
 from inference.serving import Endpoint, Serving, serve
+from inference.thinking import anthropic_thinking
 from inference.tooling import anthropic_tool_plan
 from routing.backends import upstream_call
 from routing.constants import ANTHROPIC_DEFAULT_MAX_TOKENS
@@ -38,6 +39,7 @@ def engine_request(
     payload.refuse_fields()
     conversation = anthropic_conversation(payload, vision=vision)
     plan = anthropic_tool_plan(payload)
+    thinking = anthropic_thinking(payload, max_tokens=getattr(payload, "max_tokens", None))
     request = GenerationRequest(
         trace_id=serving.trace_id,
         model=model_spec_for(profile),
@@ -45,6 +47,10 @@ def engine_request(
         tools=plan.tools,
         grammar=plan.grammar,
         max_tool_calls=plan.max_calls,
+        template_kwargs=thinking.template_kwargs,
+        thinking=thinking.thinking,
+        thinking_budget=thinking.budget,
+        prefill=True,  # a final assistant message is the start of the answer, as on Anthropic's API
     )
     return request, conversation.images
 
@@ -71,7 +77,8 @@ class Messages(Endpoint[AnthropicMessagesRequest]):
         return self.images
 
     def renderer(self) -> MessagesRenderer:
-        return MessagesRenderer(model=self.payload.model)
+        thinking = self.payload.thinking is not None and self.payload.thinking.type != "disabled"
+        return MessagesRenderer(model=self.payload.model, thinking=thinking)
 
     async def cloud(self, serving: Serving, target: Target) -> HttpResponseBase:
         body = self.payload.model_dump(exclude_none=True)
