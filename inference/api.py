@@ -84,7 +84,8 @@ def render_error(request: HttpRequest, exc: OpenAIError) -> HttpResponse:
     logger.info("request refused: %s %s param=%s (%s)", exc.status, exc.code or "-", exc.param or "-", exc)
     if not wants_anthropic(request):
         return error_response(exc)
-    response = JsonResponse(anthropic_error_body(status=exc.status, message=str(exc)), status=exc.status)
+    body = anthropic_error_body(status=exc.status, message=str(exc), request_id=getattr(request, "request_id", None))
+    response = JsonResponse(body, status=exc.status)
     for name, value in exc.headers.items():
         response[name] = value
     return response

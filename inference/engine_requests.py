@@ -12,6 +12,7 @@ from inference.conversations import chat_conversation
 from inference.engine.types import EmbeddingRequest, EngineRequest, GenerationRequest, ModelSpec, SamplingParams
 from inference.errors import OpenAIError
 from inference.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
+from inference.thinking import chat_thinking
 from inference.tooling import chat_tool_plan
 
 DEFAULT_TEMPERATURE = 1.0
@@ -159,6 +160,7 @@ def chat_request(
     conversation = chat_conversation(payload, vision=profile.local_model.kind == ModelKind.VISION)
     plan = chat_tool_plan(payload)
     max_tokens = payload.max_completion_tokens or payload.max_tokens or profile.default_max_tokens
+    thinking = chat_thinking(payload)
     request = GenerationRequest(
         trace_id=trace_id,
         model=model_spec_for(profile),
@@ -169,6 +171,9 @@ def chat_request(
         tools=plan.tools,
         grammar=plan.grammar,
         max_tool_calls=plan.max_calls,
+        template_kwargs=thinking.template_kwargs,
+        thinking=thinking.thinking,
+        thinking_budget=thinking.budget,
     )
     return request, conversation.images
 

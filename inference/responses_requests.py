@@ -21,6 +21,7 @@ from inference.engine.types import GenerationRequest
 from inference.engine_requests import model_spec_for, sampling_params
 from inference.errors import OpenAIError
 from inference.schemas.responses import InputItem, InputPart, ResponsesRequest
+from inference.thinking import responses_thinking
 from inference.tooling import Choice, ToolPlan, function_tool, json_grammar, tool_plan
 from routing.translation.responses_api import HOSTED_TOOL_TYPES
 
@@ -257,6 +258,7 @@ def responses_request(
     vision = profile.local_model.kind == ModelKind.VISION
     conversation = responses_conversation(items, instructions=payload.instructions, vision=vision)
     plan, namespaces = responses_tool_plan(payload)
+    thinking = responses_thinking(payload)
     request = GenerationRequest(
         trace_id=trace_id,
         model=model_spec_for(profile),
@@ -266,5 +268,7 @@ def responses_request(
         tools=plan.tools,
         grammar=plan.grammar,
         max_tool_calls=plan.max_calls,
+        template_kwargs=thinking.template_kwargs,
+        thinking=thinking.thinking,
     )
     return request, conversation.images, namespaces

@@ -88,7 +88,7 @@ class RequestLedger:
         if event["type"] == "accepted":
             self.seen["prompt_tokens"] = event["prompt_tokens"]
             self.seen["cached_tokens"] = event["cached_tokens"]
-        elif event["type"] == "delta":
+        elif event["type"] in ("delta", "reasoning"):
             self.seen["completion_tokens"] = event["tokens"]
             self.audit.mark_first_token()
         elif event["type"] == "tool_call" or (event["type"] == "finish" and event["text"]):

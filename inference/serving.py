@@ -330,6 +330,8 @@ class LocalStream(LedgeredBody):
                 ledger.observe(event)
                 if event["type"] == "delta":
                     yield renderer.stream_delta(event["text"])
+                elif event["type"] == "reasoning":
+                    yield renderer.stream_reasoning(event["text"])
                 elif event["type"] == "tool_call":
                     yield renderer.stream_tool_call(event)
                 elif event["type"] == "tool_arguments":

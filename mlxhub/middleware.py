@@ -57,6 +57,7 @@ class RequestIdMiddleware(HybridMiddleware):
         finally:
             request_id_var.reset(token)
         response["x-request-id"] = request_id
+        response["request-id"] = request_id  # the header Anthropic's clients read (``_request_id``)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -67,6 +68,7 @@ class RequestIdMiddleware(HybridMiddleware):
         response = await get_response(request)
         _log_failure(request, response)
         response["x-request-id"] = request_id
+        response["request-id"] = request_id  # the header Anthropic's clients read (``_request_id``)
         return response
 
 
@@ -166,7 +168,12 @@ class BodySizeLimit:
 
     async def _refuse(self, scope: dict[str, Any], send: Any) -> None:
         message = f"The request body is larger than {self.limit} bytes."
-        if scope.get("path", "").startswith("/v1/"):
+        request_id = f"req_{uuid.uuid4().hex}"
+        if scope.get("path", "").startswith("/v1/messages"):  # Anthropic's shape, as the other errors there
+            anthropic = {"type": "request_too_large", "message": message}
+            body = json.dumps({"type": "error", "error": anthropic, "request_id": request_id}).encode()
+            content_type = b"application/json"
+        elif scope.get("path", "").startswith("/v1/"):
             error = {"message": message, "type": "invalid_request_error", "param": None, "code": "request_too_large"}
             body, content_type = json.dumps({"error": error}).encode(), b"application/json"
         else:
@@ -175,7 +182,8 @@ class BodySizeLimit:
         headers = [
             (b"content-type", content_type),
             (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", f"req_{uuid.uuid4().hex}".encode()),
+            (b"x-request-id", request_id.encode()),
+            (b"request-id", request_id.encode()),
             (b"connection", b"close"),
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})

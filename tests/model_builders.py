@@ -228,8 +228,6 @@ def build_tool_model(source: Path, folder: Path, *, added_markers: bool = True) 
     """
     import shutil
 
-    import mlx.core as mx
-
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(source, folder)
@@ -238,10 +236,18 @@ def build_tool_model(source: Path, folder: Path, *, added_markers: bool = True) 
     (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
     if not added_markers:
         return folder
+    return add_marker_tokens(folder, TOOL_MARKERS)
+
+
+def add_marker_tokens(folder: Path, markers: tuple[str, ...]) -> Path:
+    """``markers`` as added tokens (not special, as in Qwen's tokenizer.json) at the end of the vocabulary, each
+    with a random embedding row and a zero lm_head row (greedy decoding never picks them by itself)."""
+    import mlx.core as mx
+
     config = json.loads((folder / "config.json").read_text())
     vocab_size = config["vocab_size"]
     tokenizer = json.loads((folder / "tokenizer.json").read_text())
-    for offset, marker in enumerate(TOOL_MARKERS):
+    for offset, marker in enumerate(markers):
         tokenizer["added_tokens"].append(
             {
                 "id": vocab_size + offset,
@@ -258,14 +264,41 @@ def build_tool_model(source: Path, folder: Path, *, added_markers: bool = True) 
     assert isinstance(weights, dict)
     mx.random.seed(0)
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
-        rows = mx.zeros((len(TOOL_MARKERS), weights[name].shape[1]), dtype=weights[name].dtype)
+        rows = mx.zeros((len(markers), weights[name].shape[1]), dtype=weights[name].dtype)
         if name.startswith("model."):
             rows = (mx.random.normal(rows.shape) * 0.02).astype(rows.dtype)
         weights[name] = mx.concatenate([weights[name], rows])
     mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
-    config["vocab_size"] = vocab_size + len(TOOL_MARKERS)
+    config["vocab_size"] = vocab_size + len(markers)
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     return folder
+
+
+# A Qwen3-style thinking template: the Hermes tool template, with the generation prompt opening a think block
+# (as Qwen3's thinking models do, so a random model's output starts inside thinking), an empty closed one when
+# enable_thinking is false, and reasoning_effort shown as a system line (so a test can see it arrived).
+THINKING_MARKERS = ("<think>", "</think>")
+THINKING_TEMPLATE = (
+    "{%- if reasoning_effort is defined and reasoning_effort %}"
+    "{{- '<|im_start|>system\\nReasoning effort: ' + reasoning_effort + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    + TOOL_TEMPLATE.removesuffix("{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+    + "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- else %}{{- '<think>\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+
+
+def build_thinking_model(source: Path, folder: Path) -> Path:
+    """A copy of a ``catalog.demo_model`` folder with the thinking template, and the tool-call and thinking
+    markers as added tokens (mlx-lm then finds its json_tools parser and ``think_start``/``think_end``)."""
+    build_tool_model(source, folder)
+    assert TOOL_TEMPLATE.endswith("{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["chat_template"] = THINKING_TEMPLATE
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    return add_marker_tokens(folder, THINKING_MARKERS)
 
 
 # The terse model: a turn ends after 1 / TERSE_STOP_PROBABILITY tokens on average at temperature 1

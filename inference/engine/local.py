@@ -75,6 +75,10 @@ class InProcessEngineClient:
 
     async def count_tokens(self, request: GenerationRequest) -> int:
         # Tokenizing is CPU work in the tokenizers library: a worker thread, never the engine's or the loop's.
+        if request.model.get("kind") == "vision":  # its images become tokens too: the processor counts them
+            from inference.engine.vision_count import count_vision_prompt_tokens
+
+            return await asyncio.to_thread(count_vision_prompt_tokens, request)
         return await asyncio.to_thread(count_prompt_tokens, request)
 
     async def problem(self) -> str | None:

@@ -7,14 +7,16 @@ class StopStringMatcher:
     def __init__(self, stops: list[str]) -> None:
         self.stops = [stop for stop in stops if stop]
         self._held = ""
+        self.matched: str | None = None  # the stop string that matched, once one has
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Add decoded text; return (text safe to emit, whether a stop string matched)."""
         if not self.stops:
             return text, False
         buffer = self._held + text
-        first_hit = min((pos for pos in (buffer.find(stop) for stop in self.stops) if pos >= 0), default=-1)
-        if first_hit >= 0:
+        hits = [(pos, stop) for stop in self.stops if (pos := buffer.find(stop)) >= 0]
+        if hits:
+            first_hit, self.matched = min(hits, key=lambda hit: hit[0])
             self._held = ""
             return buffer[:first_hit], True
         # Hold back the longest tail that could still grow into a stop string.

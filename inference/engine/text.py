@@ -23,6 +23,7 @@ from inference.engine.grammars import (
     tool_call_grammar,
 )
 from inference.engine.kernels import prepare_model
+from inference.engine.reasoning import Thinking, thinking_for
 from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
@@ -50,6 +51,7 @@ class ActiveRequest:
     completion_tokens: int = 0
     mask: GrammarMask | None = None
     tracker: ToolCallTracker | None = None
+    thinking: Thinking | None = None  # a thinking model's reasoning split (chat requests only)
 
 
 def context_length_of(path: str, override: int | None) -> int:
@@ -181,6 +183,9 @@ class TextRunner(Runner):
             mask.matcher.consume_tokens(forced)
             processors = [mask, *processors]
         tracker = self._tool_tracker(request)
+        thinking = thinking_for(self.tokenizer, request, prompt)
+        if thinking is not None:
+            processors = [*processors, *thinking.processors]  # last: a forced end marker overrides the rest
         served = prompt + forced
         cache, rest = self.prefix_cache.fetch_nearest_cache(self.key, served)
         if cache is not None and not rest:
@@ -206,6 +211,7 @@ class TextRunner(Runner):
             completion_tokens=len(forced),
             mask=mask,
             tracker=tracker,
+            thinking=thinking,
         )
         self.active[uid] = active
         self.uid_by_request[request.request_id] = uid
@@ -291,9 +297,11 @@ class TextRunner(Runner):
             done = "stop" if grammar_done else response.finish_reason
             if response.finish_reason != "stop":
                 active.detokenizer.add_token(response.token)
+                if active.thinking is not None:
+                    active.thinking.counter.observe(response.token)
             if done is not None:
                 active.detokenizer.finalize()
-            text, matched = self._deliver(active, active.detokenizer.last_segment, final=done is not None)
+            text, matched = self._route(active, active.detokenizer.last_segment, final=done is not None)
             limit = active.request.max_tool_calls
             tracker = active.tracker
             if done is None and limit is not None and tracker is not None and tracker.completed_calls >= limit:
@@ -310,6 +318,28 @@ class TextRunner(Runner):
                 active.sink({"type": "delta", "text": text, "tokens": active.completion_tokens})
         if finished:
             self.batch.remove(finished)
+
+    def _route(self, active: ActiveRequest, text: str, *, final: bool) -> tuple[str, bool]:
+        """Reasoning apart (out at once as events), the answer through ``_deliver``; what ``_deliver`` returns."""
+        if active.thinking is None:
+            return self._deliver(active, text, final=final)
+        splitter = active.thinking.splitter
+        pending, matched = "", False
+        for reasoning, piece in [*splitter.feed(text), *(splitter.finish() if final else [])]:
+            if pending:  # sent before what follows it, so the events keep the output's order
+                active.sink({"type": "delta", "text": pending, "tokens": active.completion_tokens})
+                pending = ""
+            if reasoning:
+                active.sink({"type": "reasoning", "text": piece, "tokens": active.completion_tokens})
+                continue
+            pending, matched = self._deliver(active, piece, final=False)
+            if matched:
+                return pending, True
+        if final:
+            if pending:
+                active.sink({"type": "delta", "text": pending, "tokens": active.completion_tokens})
+            pending, matched = self._deliver(active, "", final=True)
+        return pending, matched
 
     def _deliver(self, active: ActiveRequest, text: str, *, final: bool) -> tuple[str, bool]:
         """Decoded text through the tool tracker (calls go out as events at once) and the stop strings
@@ -346,15 +376,18 @@ class TextRunner(Runner):
         self.active.pop(active.uid, None)
         self.uid_by_request.pop(active.request.request_id, None)
         self.release()
-        active.sink(
-            finish_event(
-                reason,
-                text=text,
-                prompt=active.prompt_tokens,
-                completion=active.completion_tokens,
-                cached=active.cached_tokens,
-            )
+        finish = finish_event(
+            reason,
+            text=text,
+            prompt=active.prompt_tokens,
+            completion=active.completion_tokens,
+            cached=active.cached_tokens,
         )
+        if active.thinking is not None:
+            finish["reasoning_tokens"] = active.thinking.reasoning_tokens
+        if reason == "stop" and active.stops.matched is not None:
+            finish["stop_sequence"] = active.stops.matched
+        active.sink(finish)
 
     def cancel(self, request_id: str) -> None:
         uid = self.uid_by_request.get(request_id)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from inference.engine.grammars import GENERIC_END, GENERIC_START, tools_system_message
+from inference.engine.reasoning import close_thinking, template_options
 from inference.engine.types import EngineError, GenerationRequest
 
 # Tokenizers kept for counting, by model folder (each holds its vocabulary: a few MB).
@@ -64,14 +65,14 @@ def render_prompt(tokenizer: Any, request: GenerationRequest) -> list[int]:
             attempts = [(history, {})]
     for attempt, (messages, extra) in enumerate(attempts, 1):
         try:
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, **extra)
+            ids = tokenizer.apply_chat_template(messages, **template_options(request), **extra)
             break
         except (TemplateError, TypeError, ValueError, KeyError, IndexError) as exc:
             if attempt == len(attempts):
                 raise template_error(exc) from exc
     if isinstance(ids, Mapping):
         ids = ids["input_ids"]
-    return list(ids)
+    return close_thinking(tokenizer, request, list(ids))
 
 
 def tools_of(request: GenerationRequest) -> list[dict[str, Any]]:

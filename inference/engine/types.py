@@ -85,6 +85,15 @@ class GenerationRequest:
     # The generation ends once this many calls are made (tool_choice auto with parallel_tool_calls false;
     # forced calls are bounded by their grammar). None: no limit.
     max_tool_calls: int | None = None
+    # What the chat template gets beyond the messages (a client's chat_template_kwargs, reasoning_effort).
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # A thinking model (inference.engine.reasoning): None leaves thinking to the template; False turns it off
+    # (enable_thinking=False, and a think block the template opens anyway is closed in the prompt); True on.
+    thinking: bool | None = None
+    # Tokens the thinking may use before its end is forced (Anthropic's budget_tokens). None: no cap.
+    thinking_budget: int | None = None
+    # A final assistant message is continued (rendered open, generation goes on from it), not answered.
+    prefill: bool = False
     request_id: str = field(default_factory=new_engine_id)
     trace_id: str = ""  # the client-facing request id, for the engine's log lines only
 
@@ -130,6 +139,14 @@ class DeltaEvent(TypedDict):
     tokens: int  # tokens generated so far
 
 
+class ReasoningEvent(TypedDict):
+    """A piece of a thinking model's reasoning (never part of the answer's text)."""
+
+    type: Literal["reasoning"]
+    text: str
+    tokens: int  # tokens generated so far
+
+
 class ToolCallEvent(TypedDict):
     """A tool call begins: its index in this answer, its id and the tool's name (arguments follow)."""
 
@@ -154,6 +171,8 @@ class FinishEvent(TypedDict):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    reasoning_tokens: NotRequired[int]  # of completion_tokens, those generated inside thinking
+    stop_sequence: NotRequired[str]  # the stop string that ended the output, when one did
 
 
 class EmbeddingsEvent(TypedDict):
@@ -186,7 +205,14 @@ def finish_event(reason: str, *, text: str = "", prompt: int, completion: int, c
 
 
 EngineEvent = (
-    AcceptedEvent | DeltaEvent | ToolCallEvent | ToolArgumentsEvent | FinishEvent | EmbeddingsEvent | ErrorEvent
+    AcceptedEvent
+    | DeltaEvent
+    | ReasoningEvent
+    | ToolCallEvent
+    | ToolArgumentsEvent
+    | FinishEvent
+    | EmbeddingsEvent
+    | ErrorEvent
 )
 EventSink = Callable[[EngineEvent], None]
 TERMINAL_EVENTS = frozenset({"finish", "error", "embeddings"})

@@ -26,6 +26,10 @@ class Renderer(ABC):
     @abstractmethod
     def stream_delta(self, text: str) -> bytes: ...
 
+    def stream_reasoning(self, text: str) -> bytes:
+        """A piece of a thinking model's reasoning; never part of the answer's text (dropped by default)."""
+        return b""
+
     def stream_tool_call(self, event: ToolCallEvent) -> bytes:
         raise AssertionError(f"{type(self).__name__} serves no tools")
 
@@ -56,6 +60,14 @@ def text_and_finish(events: list[EngineEvent]) -> tuple[str, FinishEvent]:
     finish = events[-1]
     assert finish["type"] == "finish"
     return "".join(pieces), finish
+
+
+def reasoning_text(events: list[EngineEvent]) -> str:
+    return "".join(event["text"] for event in events if event["type"] == "reasoning")
+
+
+def reasoning_tokens(finish: FinishEvent) -> int:
+    return finish.get("reasoning_tokens", 0)
 
 
 @dataclass

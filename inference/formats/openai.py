@@ -12,7 +12,14 @@ import numpy as np
 from inference.constants import OWNED_BY, SSE_DONE, SSE_HEARTBEAT
 from inference.engine.types import EmbeddingsEvent, EngineEvent, FinishEvent, ToolArgumentsEvent, ToolCallEvent
 from inference.errors import OpenAIError, error_body
-from inference.formats.base import Renderer, compact_json, text_and_finish, tool_calls
+from inference.formats.base import (
+    Renderer,
+    compact_json,
+    reasoning_text,
+    reasoning_tokens,
+    text_and_finish,
+    tool_calls,
+)
 
 
 def sse_data(payload: dict[str, Any]) -> bytes:
@@ -28,13 +35,13 @@ def new_completion_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def usage_body(*, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+def usage_body(*, prompt_tokens: int, completion_tokens: int, cached_tokens: int, reasoning: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "prompt_tokens_details": {"cached_tokens": cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
     }
 
 
@@ -48,6 +55,7 @@ def _usage(finish: FinishEvent) -> dict[str, Any]:
         prompt_tokens=finish["prompt_tokens"],
         completion_tokens=finish["completion_tokens"],
         cached_tokens=finish["cached_tokens"],
+        reasoning=reasoning_tokens(finish),
     )
 
 
@@ -136,6 +144,14 @@ class ChatRenderer(CompletionRenderer):
             chunk["usage"] = None
         return sse_data(chunk)
 
+    def stream_reasoning(self, text: str) -> bytes:
+        # reasoning_content as DeepSeek and vLLM name it; reasoning as OpenRouter and mlx-lm do.
+        chunk = self.envelope(self.chunk_object, [self.delta(None, None)])
+        chunk["choices"][0]["delta"] = {"reasoning_content": text, "reasoning": text}
+        if self.include_usage:
+            chunk["usage"] = None
+        return sse_data(chunk)
+
     def stream_tool_call(self, event: ToolCallEvent) -> bytes:
         function = {"name": event["name"], "arguments": ""}
         return self._tool_chunk({"index": event["index"], "id": event["id"], "type": "function", "function": function})
@@ -145,6 +161,9 @@ class ChatRenderer(CompletionRenderer):
 
     def body(self, events: list[EngineEvent]) -> dict[str, Any]:
         body = super().body(events)
+        thought = reasoning_text(events)
+        if thought:
+            body["choices"][0]["message"].update(reasoning_content=thought, reasoning=thought)
         calls = tool_calls(events)
         if calls:
             message = body["choices"][0]["message"]

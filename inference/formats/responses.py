@@ -49,7 +49,7 @@ def response_envelope(payload: ResponsesRequest, *, store: bool) -> Json:
             "format": text_format.model_dump(by_alias=True, exclude_none=True) if text_format else {"type": "text"}
         },
         "truncation": "disabled",
-        "reasoning": {"effort": None, "summary": None},
+        "reasoning": {"effort": payload.reasoning.effort if payload.reasoning else None, "summary": None},
         "user": payload.user,
     }
 
@@ -82,6 +82,9 @@ class ResponsesRenderer(Renderer):
     def stream_delta(self, text: str) -> bytes:
         return sse_frames(self.builder.text(text))
 
+    def stream_reasoning(self, text: str) -> bytes:
+        return sse_frames(self.builder.reasoning(text))
+
     def stream_tool_call(self, event: ToolCallEvent) -> bytes:
         return sse_frames(self.builder.call(event["index"], event["id"], event["name"]))
 
@@ -106,6 +109,8 @@ class ResponsesRenderer(Renderer):
         for event in events:
             if event["type"] == "delta":
                 builder.text(event["text"])
+            elif event["type"] == "reasoning":
+                builder.reasoning(event["text"])
             elif event["type"] == "tool_call":
                 builder.call(event["index"], event["id"], event["name"])
             elif event["type"] == "tool_arguments":
@@ -118,6 +123,9 @@ class ResponsesRenderer(Renderer):
 
 def _finish(builder: ResponsesBuilder, finish: FinishEvent) -> list[Json]:
     usage = responses_usage(
-        prompt=finish["prompt_tokens"], completion=finish["completion_tokens"], cached=finish["cached_tokens"]
+        prompt=finish["prompt_tokens"],
+        completion=finish["completion_tokens"],
+        cached=finish["cached_tokens"],
+        reasoning=finish.get("reasoning_tokens", 0),
     )
     return builder.text(finish["text"]) + builder.finish(incomplete=finish["finish_reason"] == "length", usage=usage)

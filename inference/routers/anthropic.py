@@ -15,14 +15,15 @@ from ninja import Router
 from catalog.models import ModelKind, Profile
 from inference.cloud import ClientProtocol, cloud_cost, cloud_serve
 from inference.conversations import anthropic_conversation
-from inference.engine.types import GenerationRequest
-from inference.engine_requests import model_spec_for, require_kind, sampling_params
+from inference.engine.types import EngineError, GenerationRequest
+from inference.engine_requests import check_image_count, fetch_images, model_spec_for, require_kind, sampling_params
 from inference.errors import OpenAIError
 from inference.formats.anthropic import MessagesRenderer
 from inference.runtime import engine_client
 from inference.schemas.anthropic import AnthropicCountTokensRequest, AnthropicMessagesRequest
 from inference.services import Outcome
-from inference.serving import Endpoint, Serving, serve
+from inference.serving import Endpoint, Serving, engine_failure, serve
+from inference.thinking import anthropic_thinking
 from inference.tooling import anthropic_tool_plan
 from routing.backends import upstream_call
 from routing.constants import ANTHROPIC_DEFAULT_MAX_TOKENS
@@ -38,6 +39,7 @@ def engine_request(
     payload.refuse_fields()
     conversation = anthropic_conversation(payload, vision=vision)
     plan = anthropic_tool_plan(payload)
+    thinking = anthropic_thinking(payload, max_tokens=getattr(payload, "max_tokens", None))
     request = GenerationRequest(
         trace_id=serving.trace_id,
         model=model_spec_for(profile),
@@ -45,6 +47,10 @@ def engine_request(
         tools=plan.tools,
         grammar=plan.grammar,
         max_tool_calls=plan.max_calls,
+        template_kwargs=thinking.template_kwargs,
+        thinking=thinking.thinking,
+        thinking_budget=thinking.budget,
+        prefill=True,  # a final assistant message is the start of the answer, as on Anthropic's API
     )
     return request, conversation.images
 
@@ -71,7 +77,8 @@ class Messages(Endpoint[AnthropicMessagesRequest]):
         return self.images
 
     def renderer(self) -> MessagesRenderer:
-        return MessagesRenderer(model=self.payload.model)
+        thinking = self.payload.thinking is not None and self.payload.thinking.type != "disabled"
+        return MessagesRenderer(model=self.payload.model, thinking=thinking)
 
     async def cloud(self, serving: Serving, target: Target) -> HttpResponseBase:
         body = self.payload.model_dump(exclude_none=True)
@@ -90,7 +97,8 @@ class Messages(Endpoint[AnthropicMessagesRequest]):
 class CountTokens(Endpoint[AnthropicCountTokensRequest]):
     name = "messages.count_tokens"
     timeout_key = "chat"
-    serves = "text completions"  # counted with the text tokenizer and its chat template
+    serves = "chat completions"  # text models by their tokenizer and template, vision ones by their processor
+    images: list[tuple[str, str]] = []
 
     @property
     def model(self) -> str:
@@ -101,13 +109,22 @@ class CountTokens(Endpoint[AnthropicCountTokensRequest]):
         return False
 
     def engine_request(self, profile: Profile, serving: Serving) -> GenerationRequest:
-        return engine_request(self.payload, profile, serving, vision=False)[0]
+        request, self.images = engine_request(
+            self.payload, profile, serving, vision=profile.local_model.kind == ModelKind.VISION
+        )
+        return request
 
     async def local(self, serving: Serving, profile: Profile) -> HttpResponseBase:
         require_kind(profile, self.serves)
         request = self.engine_request(profile, serving)
+        check_image_count(self.images)
         serving.ledger.reserve(0)  # no tokens are generated, but the request counts against the key's rate
-        count = await engine_client().count_tokens(request)
+        if self.images:  # after the reservation, as for a generation: a refused caller fetches nothing
+            request.images = await fetch_images(self.images)
+        try:
+            count = await engine_client().count_tokens(request)
+        except EngineError as exc:
+            raise engine_failure(exc) from exc
         serving.ledger.record(Outcome(200))
         return JsonResponse({"input_tokens": count})
 

@@ -63,8 +63,16 @@ class OutputFormat(ClientModel):
 
 
 class OutputConfig(ClientModel):
-    IGNORED = frozenset({"effort"})  # a hint to Anthropic's models about how hard to think
     format: OutputFormat | None = None
+    effort: Text | None = None  # how hard to think: the template gets it as reasoning_effort
+
+
+class ThinkingConfig(ClientModel):
+    """Extended thinking: ``enabled`` with a budget, ``adaptive`` (the model decides), or ``disabled``."""
+
+    IGNORED = frozenset({"display"})
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = Field(default=None, ge=1)
 
 
 class AnthropicCountTokensRequest(ClientModel):
@@ -79,7 +87,7 @@ class AnthropicCountTokensRequest(ClientModel):
     system: Text | list[Block] | None = None
     tools: list[AnthropicTool] | None = None
     tool_choice: ToolChoice | None = None
-    thinking: Any = None  # the reasoning split is issue 15's: accepted, the model's template decides
+    thinking: ThinkingConfig | None = None
     output_config: OutputConfig | None = None
     mcp_servers: Any = None
 

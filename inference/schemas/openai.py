@@ -230,6 +230,10 @@ class ChatCompletionRequest(SamplingFields):
     prediction: Any = None
     web_search_options: Any = None
     moderation: Any = None
+    # Thinking models (inference.thinking): to the chat template, and vLLM's cap on the thinking's tokens.
+    reasoning_effort: Text | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    thinking_token_budget: int | None = Field(default=None, ge=0)
 
 
 class CompletionRequest(SamplingFields):

@@ -90,6 +90,12 @@ class TextFormat(ClientModel):
     schema_: Any = Field(default=None, alias="schema")
 
 
+class ReasoningConfig(ClientModel):
+    # Summaries are OpenAI's models' own: the reasoning item carries the full text instead.
+    IGNORED = frozenset({"summary", "generate_summary"})
+    effort: Text | None = None  # to a thinking model's template as reasoning_effort; "none" turns it off
+
+
 class TextConfig(ClientModel):
     IGNORED = frozenset({"verbosity"})  # a length hint to OpenAI's models
     format: TextFormat | None = None
@@ -111,7 +117,6 @@ class ResponsesRequest(ClientModel):
             "access_programs",
             "image",
             "client_metadata",
-            "reasoning",
             "truncation",
             "background_options",  # options of a background response, which is refused by itself
         }
@@ -145,6 +150,7 @@ class ResponsesRequest(ClientModel):
     prompt: Any = None
     moderation: Any = None
     top_logprobs: int | None = None
+    reasoning: ReasoningConfig | None = None
 
     @field_validator("stream")
     @classmethod

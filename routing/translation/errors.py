@@ -25,8 +25,11 @@ def anthropic_error_type(status: int) -> str:
     return ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
 
 
-def anthropic_error_body(*, status: int, message: str) -> Json:
-    return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+def anthropic_error_body(*, status: int, message: str, request_id: str | None = None) -> Json:
+    body: Json = {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+    if request_id:  # Anthropic's errors name the request, as its request-id header does
+        body["request_id"] = request_id
+    return body
 
 
 def upstream_error_message(body: Any) -> tuple[str, str | None, str | None]:

@@ -148,7 +148,10 @@ def anthropic_request_to_openai(body: Json, *, model: str) -> Json:
     messages: list[Json] = []
     system = body.get("system")
     if system:
-        messages.append({"role": "system", "content": _anthropic_text(system)})
+        # System blocks are joined with a newline, as Anthropic joins them (and as a local model sees them).
+        blocks = _anthropic_blocks(system)
+        text = "\n".join(block.get("text", "") for block in blocks if block.get("type") == "text")
+        messages.append({"role": "system", "content": text})
     for message in body.get("messages", []):
         role = message.get("role")
         parts: list[Json] = []

@@ -86,12 +86,12 @@ def item_response_id(item_id: str) -> str | None:
     return f"resp_{match['key']}" if match else None
 
 
-def responses_usage(*, prompt: int, completion: int, cached: int) -> Json:
+def responses_usage(*, prompt: int, completion: int, cached: int, reasoning: int = 0) -> Json:
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": prompt + completion,
     }
 
@@ -179,7 +179,14 @@ class ResponsesBuilder:
         index, item = self.open, self.items[self.open]
         self.open = None
         item["status"] = status
-        if item["type"] == "message":
+        if item["type"] == "reasoning":
+            part = item["content"][0]
+            located = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            events = [
+                self._event("response.reasoning_text.done", **located, text=part["text"]),
+                self._event("response.content_part.done", **located, part=copy.deepcopy(part)),
+            ]
+        elif item["type"] == "message":
             part = item["content"][0]
             located = {"item_id": item["id"], "output_index": index, "content_index": 0}
             events = [
@@ -205,6 +212,27 @@ class ResponsesBuilder:
         item["content"][0]["text"] += delta
         located = {"item_id": item["id"], "output_index": self.open, "content_index": 0}
         return [*events, self._event("response.output_text.delta", **located, delta=delta, logprobs=[])]
+
+    def reasoning(self, delta: str) -> list[Json]:
+        """A thinking model's reasoning: a ``reasoning`` item with one ``reasoning_text`` part."""
+        if not delta:
+            return []
+        events: list[Json] = []
+        if self.open is None or self.items[self.open]["type"] != "reasoning":
+            events = self._close()
+            item: Json = {"id": self._item_id("rs"), "type": "reasoning", "summary": [], "content": []}
+            item["status"] = "in_progress"
+            self.items.append(item)
+            self.open = len(self.items) - 1
+            part = {"type": "reasoning_text", "text": ""}
+            events.append(self._event("response.output_item.added", output_index=self.open, item=copy.deepcopy(item)))
+            item["content"].append(part)
+            located = {"item_id": item["id"], "output_index": self.open, "content_index": 0}
+            events.append(self._event("response.content_part.added", **located, part=copy.deepcopy(part)))
+        item = self.items[self.open]
+        item["content"][0]["text"] += delta
+        located = {"item_id": item["id"], "output_index": self.open, "content_index": 0}
+        return [*events, self._event("response.reasoning_text.delta", **located, delta=delta)]
 
     def call(self, index: int, call_id: str, name: str) -> list[Json]:
         events = self._close()

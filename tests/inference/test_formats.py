@@ -102,3 +102,51 @@ def test_an_error_in_a_stream_keeps_its_status_in_both_protocols(status, anthrop
     assert (name, anthropic["type"], anthropic["error"]["type"]) == ("error", "error", anthropic_type)
     assert anthropic["error"]["message"] == openai["error"]["message"] == "The model was unloaded."
     assert openai["error"]["code"] == "model_unloaded"
+
+
+THOUGHT: list[Any] = [
+    {"type": "reasoning", "text": "nine is", "tokens": 2},
+    {"type": "reasoning", "text": " odd", "tokens": 3},
+    {"type": "delta", "text": "Yes.", "tokens": 6},
+    {**finish_event("stop", prompt=9, completion=7), "reasoning_tokens": 4},
+]
+
+
+def test_chat_bodies_carry_the_reasoning_apart_from_the_content_and_count_it():
+    body = ChatRenderer(model="m", include_usage=False).body(THOUGHT)
+
+    message = body["choices"][0]["message"]
+    assert (message["content"], message["reasoning_content"], message["reasoning"]) == (
+        "Yes.",
+        "nine is odd",
+        "nine is odd",
+    )
+    assert body["usage"]["completion_tokens_details"] == {"reasoning_tokens": 4}
+
+
+def test_completions_never_show_reasoning():
+    renderer = CompletionRenderer(model="m", include_usage=False)
+
+    assert renderer.stream_reasoning("nine is") == b""
+    assert renderer.body(THOUGHT)["choices"][0]["text"] == "Yes."
+
+
+def test_anthropic_thinking_blocks_only_when_the_request_enabled_them():
+    enabled = MessagesRenderer(model="m", thinking=True).body(THOUGHT)
+    disabled = MessagesRenderer(model="m").body(THOUGHT)
+
+    assert [block["type"] for block in enabled["content"]] == ["thinking", "text"]
+    assert enabled["content"][0]["thinking"] == "nine is odd" and enabled["content"][0]["signature"]
+    assert disabled["content"] == [{"type": "text", "text": "Yes."}]
+    assert MessagesRenderer(model="m").stream_reasoning("nine") == b""
+
+
+def test_anthropic_names_the_stop_sequence_that_ended_the_answer():
+    finish = {**finish_event("stop", text="", prompt=3, completion=2), "stop_sequence": "END"}
+    renderer = MessagesRenderer(model="m")
+
+    body = renderer.body([{"type": "delta", "text": "ok", "tokens": 1}, finish])
+    frames = renderer.stream_finish(finish).decode()
+
+    assert (body["stop_reason"], body["stop_sequence"]) == ("stop_sequence", "END")
+    assert '"stop_reason":"stop_sequence","stop_sequence":"END"' in frames

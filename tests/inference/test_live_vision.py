@@ -142,3 +142,19 @@ def test_an_anthropic_client_sends_an_image_block_to_a_local_vision_model(live_h
     assert message.stop_reason == "max_tokens"
     assert message.usage.output_tokens == 4
     assert message.usage.input_tokens >= PALIGEMMA_IMAGE_TOKENS
+
+
+def test_anthropic_count_tokens_counts_the_images_of_a_vision_model(live_hub, vision_model):
+    import anthropic
+
+    claude = anthropic.Anthropic(base_url=live_hub.base_url, api_key=live_hub.api_key, max_retries=0, timeout=60)
+    image = {"type": "base64", "media_type": "image/png", "data": png_data_url().split(",", 1)[1]}
+    one = [{"role": "user", "content": [{"type": "image", "source": image}, {"type": "text", "text": "what is this?"}]}]
+    text_only = [{"role": "user", "content": "what is this?"}]
+
+    counted = claude.messages.count_tokens(model=vision_model, messages=one).input_tokens  # type: ignore[arg-type]
+    answered = claude.messages.create(model=vision_model, max_tokens=1, messages=one)  # type: ignore[arg-type]
+
+    assert counted == answered.usage.input_tokens + (answered.usage.cache_read_input_tokens or 0)
+    without = claude.messages.count_tokens(model=vision_model, messages=text_only).input_tokens  # type: ignore[arg-type]
+    assert counted - without >= PALIGEMMA_IMAGE_TOKENS

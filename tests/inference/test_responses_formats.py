@@ -47,6 +47,8 @@ def stream(renderer: ResponsesRenderer, events: list[Any]) -> list[dict[str, Any
     for event in events:
         if event["type"] == "delta":
             frames += renderer.stream_delta(event["text"])
+        elif event["type"] == "reasoning":
+            frames += renderer.stream_reasoning(event["text"])
         elif event["type"] == "tool_call":
             frames += renderer.stream_tool_call(event)
         elif event["type"] == "tool_arguments":
@@ -204,3 +206,40 @@ def test_every_event_and_response_validates_against_the_official_sdks_types():
         if "response" in event:
             Response.model_validate(event["response"])
     Response.model_validate(ResponsesRenderer(envelope=renderer.envelope).body(TEXT))
+
+
+THOUGHT: list[Any] = [
+    {"type": "reasoning", "text": "nine is", "tokens": 2},
+    {"type": "reasoning", "text": " odd", "tokens": 3},
+    {"type": "delta", "text": "Yes.", "tokens": 6},
+    {**finish_event("stop", prompt=9, completion=7), "reasoning_tokens": 4},
+]
+
+
+def test_reasoning_is_a_reasoning_item_before_the_message_with_its_tokens_counted():
+    from openai.types.responses import Response, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    renderer = ResponsesRenderer(envelope={**ENVELOPE, "parallel_tool_calls": True, "temperature": 1.0,
+                                           "top_p": 1.0, "tool_choice": "auto", "metadata": {}})  # fmt: skip
+    events = stream(renderer, THOUGHT)
+
+    kinds = [event["type"] for event in events]
+    assert kinds[2:8] == [
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+        "response.content_part.done",
+    ]
+    events_type: Any = TypeAdapter(ResponseStreamEvent)
+    for event in events:
+        assert events_type.validate_python(event).type == event["type"]
+    final = Response.model_validate(events[-1]["response"])
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.output[0].content[0].text == "nine is odd" and final.output_text == "Yes."  # type: ignore[union-attr,index]
+    assert final.usage is not None and final.usage.output_tokens_details.reasoning_tokens == 4
+    whole = ResponsesRenderer(envelope=renderer.envelope).body(THOUGHT)
+    assert [item["type"] for item in whole["output"]] == ["reasoning", "message"]
+    assert whole["output"][0]["content"] == [{"type": "reasoning_text", "text": "nine is odd"}]

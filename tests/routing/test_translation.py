@@ -249,3 +249,27 @@ def test_a_json_object_format_becomes_any_object_for_anthropic():
     assert openai_request_to_anthropic(body, model="claude")["output_config"] == {
         "format": {"type": "json_schema", "schema": {"type": "object"}}
     }
+
+
+def test_anthropic_system_blocks_reach_an_openai_upstream_joined_with_a_newline() -> None:
+    body = {
+        "model": "claude",
+        "max_tokens": 8,
+        "system": [{"type": "text", "text": "be brief"}, {"type": "text", "text": "be kind"}],
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+
+    assert anthropic_request_to_openai(body, model="gpt")["messages"][0] == {
+        "role": "system",
+        "content": "be brief\nbe kind",
+    }
+
+
+def test_an_anthropic_error_body_names_its_request() -> None:
+    body = anthropic_error_body(status=404, message="no such model", request_id="req_1")
+
+    assert body == {
+        "type": "error",
+        "error": {"type": "not_found_error", "message": "no such model"},
+        "request_id": "req_1",
+    }
