@@ -183,4 +183,17 @@ def _tokenizer(path: str) -> Any:
 
 
 def count_prompt_tokens(request: GenerationRequest) -> int:
-    return len(render_prompt(_tokenizer(request.model["path"]), request))
+    return len(render_counted(request))
+
+
+def render_counted(request: GenerationRequest) -> list[int]:
+    """``render_prompt`` with this module's own tokenizer for the model's folder (never a runner's, which
+    its engine thread uses): for work on another thread."""
+    return render_prompt(_tokenizer(request.model["path"]), request)
+
+
+def prompt_chars(request: GenerationRequest) -> int:
+    """About how long the prompt is, in characters, without rendering it."""
+    if request.messages is None:
+        return len(request.prompt or "")
+    return sum(len(_text(message.get("content"))) for message in request.messages)
