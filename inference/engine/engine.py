@@ -376,7 +376,7 @@ class Engine:
             # One worker: a tokenizer instance is not shared by two threads at once.
             self._tokenizer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-tokenize")
         self._tokenizing[request.request_id] = (request, sink)
-        future = self._tokenizer_pool.submit(render_counted, request)
+        future = self._tokenizer_pool.submit(render_counted, request, context_length=runner.context_length)
         future.add_done_callback(lambda done: self._commands.put(("tokenized", (request, sink, done))))
         return True
 
