@@ -121,7 +121,9 @@ class Command(BaseCommand):
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                self.stderr.write(f"a child (pid {child.pid}) did not stop in time; killing it.")
                 child.kill()
                 child.wait()
+                exit_code = exit_code or 1
         if exit_code:
             sys.exit(exit_code)
