@@ -134,12 +134,20 @@ async def finish_reason(iterator: Any) -> str | None:
 
 
 async def readyz_unavailable(base_url: str, since: float) -> float:
-    async with httpx.AsyncClient(base_url=base_url, timeout=5) as http, asyncio.timeout(30):
-        while True:
-            with contextlib.suppress(httpx.HTTPError):  # gone already counts as not ready, but must say 503 first
-                if (await http.get("/readyz")).status_code == 503:
-                    return time.monotonic() - since
-            await asyncio.sleep(0.02)
+    """Seconds from ``since`` until /readyz said 503, polled on a thread of its own: the test's event loop
+    may be busy parsing the chunks its streams have buffered, which would add to the figure."""
+
+    def poll() -> float:
+        deadline = time.monotonic() + 30
+        with httpx.Client(base_url=base_url, timeout=5) as http:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):  # gone already is not enough: it must say 503 first
+                    if http.get("/readyz").status_code == 503:
+                        return time.monotonic() - since
+                time.sleep(0.02)
+        raise AssertionError("/readyz never answered 503")
+
+    return await asyncio.to_thread(poll)
 
 
 async def wait_exit(process: dict[int, int], since: float) -> float:
@@ -153,7 +161,8 @@ def test_sigterm_drains_streams_in_flight_refuses_new_requests_and_exits_zero(tm
         eos = eos_id(served)
         timings = asyncio.run(drain_scenario(served, eos))
         code = served.process.wait(timeout=EXIT_SECONDS)
-        assert code == 0, served.log()
+        assert code == 0, served.log()  # every child stopped in time: none had to be killed
+        assert "worker: Warm shutdown" in served.log()  # Celery's, on its SIGTERM
         rows = json.loads(
             served.shell(
                 "import json; from audit.models import AuditLog; print(json.dumps(list(AuditLog.objects.filter("
@@ -247,19 +256,20 @@ async def death_scenario(served: Served, eos: int, fault: Path) -> dict[str, Any
         return time.monotonic() - injected
 
     failed_after = await asyncio.gather(*(fails(iterator) for iterator in iterators))
-    unready = await unready_task
     try:
-        refused = httpx.post(
-            f"{served.base_url}/v1/completions", json={"model": "demo", "prompt": "x", "max_tokens": 1},
-            headers={"Authorization": f"Bearer {LIVE_API_KEY}"}, timeout=5,
-        )  # fmt: skip
-        refusal: Any = (refused.status_code, refused.json()["error"]["code"])
+        async with httpx.AsyncClient(base_url=served.base_url, timeout=5) as http:
+            refused = await http.post(
+                "/v1/completions", json={"model": "demo", "prompt": "x", "max_tokens": 1},
+                headers={"Authorization": f"Bearer {LIVE_API_KEY}"},
+            )  # fmt: skip
+        refusal: Any = (refused.status_code, refused.json()["error"]["code"], refused.headers.get("retry-after"))
     except httpx.HTTPError:
-        refusal = "gone"  # it exited already
+        refusal = "gone"  # it exited already (it writes its bookkeeping first: rarely this fast)
+    unready = await unready_task
     exited = await wait_exit(web, injected)
 
     assert max(failed_after) < 2.0, failed_after
-    assert refusal in ((503, "engine_unavailable"), "gone"), refusal
+    assert refusal in ((503, "engine_unavailable", "5"), "gone"), refusal
     return {
         "tag": tag,
         "fault_to_stream_errors": [round(value, 3) for value in failed_after],
