@@ -125,5 +125,8 @@ class Command(BaseCommand):
                 child.kill()
                 child.wait()
                 exit_code = exit_code or 1
+            if child.returncode:  # a drain or a warm shutdown ends with 0; anything else is worth saying
+                self.stderr.write(f"a child (pid {child.pid}) exited with {child.returncode} while stopping.")
+                exit_code = exit_code or 1
         if exit_code:
             sys.exit(exit_code)
