@@ -147,9 +147,45 @@ async def test_a_very_long_prompt_is_tokenized_off_the_engine_thread_and_others_
     assert running < max(0.25, 3 * baseline), (running, baseline)
 
 
-async def timed_stream(client: InProcessEngineClient, spec: ModelSpec) -> float:
-    """The longest gap between two deltas of a 48-token stream."""
-    stream = client.open(generation(spec, max_tokens=48))
+async def test_a_long_prompt_that_passes_the_bound_is_tokenized_on_the_worker_thread(
+    engine: Engine, spec: ModelSpec, monkeypatch: pytest.MonkeyPatch
+):
+    from inference.engine import tokens as tokens_module
+
+    threads: list[str] = []  # the thread of each rendering of a long text
+    for module in (tokens_module, text_runner_module):
+        real_render = module.render_prompt
+
+        def watched_render(tokenizer: Any, request: GenerationRequest, real: Any = real_render) -> list[int]:
+            if request.prompt_tokens is None and len(request.prompt or "") > 100_000:
+                threads.append(threading.current_thread().name)
+            return real(tokenizer, request)
+
+        monkeypatch.setattr(module, "render_prompt", watched_render)
+    # The same folder with a context long enough that 1 MiB of text must be tokenized to learn it does not fit.
+    roomy: ModelSpec = {**spec, "key": f"{spec['key']}#roomy", "context_length": 200_000}
+    client = InProcessEngineClient(engine=engine)
+    await run(engine, generation(spec, max_tokens=2))
+    await run(engine, generation(roomy, max_tokens=2))
+    baseline = await timed_stream(client, spec)
+    long_text = "once upon a time " * (1024 * 1024 // 17)
+
+    async def refused_long() -> Any:
+        await asyncio.sleep(0.3)  # while the other stream decodes
+        return (await collect(client.open(generation(roomy, prompt=long_text, max_tokens=4)))).last
+
+    running, answer = await asyncio.gather(timed_stream(client, spec, tokens=400), refused_long())
+
+    print(f"longest gap: {running:.3f} s while tokenizing 1 MiB, {baseline:.3f} s alone")
+    assert answer["type"] == "error" and answer["code"] == "context_length_exceeded", answer
+    assert threads == ["mlx-tokenize_0"], threads
+    # Tokenizing inline stalled the other stream for the whole second it took (measured on the old code).
+    assert running < max(0.25, 3 * baseline), (running, baseline)
+
+
+async def timed_stream(client: InProcessEngineClient, spec: ModelSpec, *, tokens: int = 48) -> float:
+    """The longest gap between two deltas of a stream of ``tokens`` tokens."""
+    stream = client.open(generation(spec, max_tokens=tokens))
     gaps, last = [], None
     async for event in stream:
         if event["type"] == "delta":
