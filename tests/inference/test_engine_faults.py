@@ -179,8 +179,9 @@ async def test_a_long_prompt_that_passes_the_bound_is_tokenized_on_the_worker_th
     print(f"longest gap: {running:.3f} s while tokenizing 1 MiB, {baseline:.3f} s alone")
     assert answer["type"] == "error" and answer["code"] == "context_length_exceeded", answer
     assert threads == ["mlx-tokenize_0"], threads
-    # Tokenizing inline stalled the other stream for the whole second it took (measured on the old code).
-    assert running < max(0.25, 3 * baseline), (running, baseline)
+    # Tokenizing inline stalled the other stream for the whole second it took (measured on the old code); off
+    # the thread the longest gap was 0.02-0.07 s (the tokenizer's Python parts hold the GIL briefly).
+    assert running < max(0.4, 3 * baseline), (running, baseline)
 
 
 async def timed_stream(client: InProcessEngineClient, spec: ModelSpec, *, tokens: int = 48) -> float:
