@@ -15,6 +15,7 @@ from django.utils.module_loading import import_string
 
 from inference.engine.client import EngineClient
 from inference.engine.config import EngineConfig, KernelConfig
+from mlxhub import lifecycle
 from mlxhub.kernels import engine_kernels
 
 _client: EngineClient | None = None
@@ -37,6 +38,7 @@ def engine_config(**overrides: Any) -> EngineConfig:
         "idle_ttl": settings.MLXHUB_IDLE_TTL_SECONDS,
         "load_wait": settings.MLXHUB_LOAD_WAIT_SECONDS,
         "kernels": kernel_config(),
+        "test_fault_file": settings.MLXHUB_TEST_ENGINE_FAULT,
     }
     values.update(overrides)
     return EngineConfig(**values)
@@ -49,5 +51,9 @@ def engine_client() -> EngineClient:
         with _lock:
             if _client is None:
                 client_class = import_string(settings.MLXHUB_ENGINE_CLIENT)
-                _client = client_class(engine_config())
+                client = client_class(engine_config())
+                # A client whose engine can die tells the process, which stops admitting and exits to be restarted.
+                if (watch := getattr(client, "watch", None)) is not None:
+                    watch(lifecycle.engine_died)
+                _client = client
     return _client

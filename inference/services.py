@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from audit.services import RequestAudit, request_audit_write
@@ -38,6 +39,12 @@ class Outcome:
 
 
 CLIENT_LEFT = Outcome(499, "client_disconnected", cancelled=True)
+# A request the process stopped before it ended (a drain past its deadline, an engine that died).
+SHUTTING_DOWN = Outcome(503, "shutting_down", cancelled=True)
+
+# Every ledger not yet closed: a stopping process settles them all (``ledgers_close_open``).
+_open_ledgers: weakref.WeakSet[RequestLedger] = weakref.WeakSet()
+_open_lock = threading.Lock()
 
 
 class RequestLedger:
@@ -61,6 +68,8 @@ class RequestLedger:
         self.streaming = False  # a streamed body owns the close from when it exists (inference.serving)
         self.closed = False
         self._lock = threading.Lock()
+        with _open_lock:
+            _open_ledgers.add(self)
 
     # ---- while the request runs ---------------------------------------------------------------
 
@@ -134,6 +143,8 @@ class RequestLedger:
             if self.closed:
                 return
             self.closed = True
+        with _open_lock:
+            _open_ledgers.discard(self)
         audit, outcome = self.audit, self.outcome
         audit.status_code = outcome.status
         audit.error_type = outcome.error_type
@@ -163,6 +174,17 @@ class RequestLedger:
             request_audit_write(audit=audit)
         except Exception:  # the response is already decided; never fail it over bookkeeping
             logger.exception("could not queue the audit row")
+
+
+def ledgers_close_open() -> int:
+    """Close every ledger still open (a stopping process): each settles its reservation and queues its row."""
+    with _open_lock:
+        ledgers = list(_open_ledgers)
+    for ledger in ledgers:
+        if ledger.finish is None:
+            ledger.record(SHUTTING_DOWN)
+        ledger._close()
+    return len(ledgers)
 
 
 def engine_start() -> None:

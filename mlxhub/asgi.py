@@ -15,6 +15,7 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs settings l
 from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+from mlxhub.lifecycle import Admission  # noqa: E402
 from mlxhub.middleware import DATA_PLANE_MIDDLEWARE, BodySizeLimit  # noqa: E402
 
 
@@ -42,7 +43,11 @@ class PathDispatch:
 
 
 http_application = PathDispatch(data_plane_application(), django_application)
-application = ProtocolTypeRouter({"http": BodySizeLimit(http_application, limit=settings.MLXHUB_MAX_BODY_BYTES)})
+# Admission is outermost: it counts every request in flight (a drain waits for them) and refuses new /v1 ones
+# while the process stops.
+application = ProtocolTypeRouter(
+    {"http": Admission(BodySizeLimit(http_application, limit=settings.MLXHUB_MAX_BODY_BYTES))}
+)
 
 if settings.MLXHUB_ENGINE_PRELOAD:
     from inference.services import engine_start

@@ -113,6 +113,12 @@ MLXHUB_DEMO_PRESET = env.str("MLXHUB_DEMO_PRESET", default="demo")
 MLXHUB_ENGINE_PRELOAD = _env_bool("MLXHUB_ENGINE_PRELOAD", True)
 # Which engine client the web side talks to (a dotted path); the in-process engine is the only one today.
 MLXHUB_ENGINE_CLIENT = env.str("MLXHUB_ENGINE_CLIENT", default="inference.engine.local.InProcessEngineClient")
+# On SIGTERM/SIGINT the web process stops admitting and lets requests in flight finish for this long.
+MLXHUB_DRAIN_SECONDS = _env_float("MLXHUB_DRAIN_SECONDS", 30.0)
+# Test-only hooks (the test suite's live servers turn them on; never set in production): with them on,
+# MLXHUB_TEST_ENGINE_FAULT names a file whose appearance kills the engine thread (the watchdog's test).
+MLXHUB_TEST_HOOKS = _env_bool("MLXHUB_TEST_HOOKS", False)
+MLXHUB_TEST_ENGINE_FAULT = env.str("MLXHUB_TEST_ENGINE_FAULT", default="") if MLXHUB_TEST_HOOKS else ""
 MLXHUB_MAX_QUEUE = _env_int("MLXHUB_MAX_QUEUE", 64)
 MLXHUB_MAX_BATCH = _env_int("MLXHUB_MAX_BATCH", 32)
 MLXHUB_PREFILL_STEP = _env_int("MLXHUB_PREFILL_STEP", 256)

@@ -39,6 +39,9 @@ class EngineConfig:
     idle_ttl: float = 0.0  # seconds before an idle model unloads (a profile may say otherwise); 0: never
     load_wait: float = 30.0  # how long a request for a model that does not fit waits for busy ones
     kernels: KernelConfig = field(default_factory=KernelConfig)
+    # Test-only: the engine thread dies (as from a bug in its loop) once this file exists. Set only when the
+    # settings' MLXHUB_TEST_HOOKS is on (``inference.runtime.engine_config``).
+    test_fault_file: str = ""
 
     @property
     def batch(self) -> BatchConfig:

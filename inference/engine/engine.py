@@ -6,28 +6,58 @@ Other threads only put commands on a queue and read ``stats()``. A request for
 a model that is not loaded loads it (``inference.engine.pool``: one load however
 many requests wait for it, since loads run on this thread one at a time), or
 waits for memory while other models are busy.
+
+The thread survives its own bookkeeping: a failing stats update, eviction or client callback is logged
+and costs at most the request it concerns. Should the loop itself die all the same, every request gets
+an error event at once, ``submit`` refuses with 503 ``engine_unavailable`` and the watchers are told
+(the web process then exits to be restarted: ``mlxhub.lifecycle``).
+
+A very long prompt is rendered and tokenized on a worker thread (``tokenize_elsewhere``): the tokenizer
+runs in Rust without the GIL, so the streams already decoding keep their pace.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from inference.engine.config import EngineConfig
 from inference.engine.pool import ModelPool, free_unused_memory
 from inference.engine.runner import Runner
-from inference.engine.types import EngineError, EngineRequest, EventSink, ModelSpec
+from inference.engine.tokens import prompt_chars, render_counted
+from inference.engine.types import (
+    TERMINAL_EVENTS,
+    EngineError,
+    EngineEvent,
+    EngineRequest,
+    EventSink,
+    GenerationRequest,
+    ModelSpec,
+)
 
 logger = logging.getLogger(__name__)
 
 # How long the idle engine thread sleeps between looks at its command queue.
 IDLE_POLL_SECONDS = 0.5
 POOL_CHECK_SECONDS = 0.25
+# Prompts longer than this (characters) are tokenized off the engine thread: about 20 ms of tokenizer work.
+OFF_THREAD_PROMPT_CHARS = 64 * 1024
+
+
+class EngineFault(Exception):
+    """The test-only fault (``EngineConfig.test_fault_file``): the engine thread dies as from a bug."""
+
+
+def engine_unavailable(message: str = "The engine is not running.") -> EngineError:
+    return EngineError(message, status=503, code="engine_unavailable", retry_after=5)
 
 
 @dataclass
@@ -49,6 +79,11 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()
+        self._dead = threading.Event()  # the loop failed: nothing will answer a command again
+        self._watchers: list[Callable[[BaseException], None]] = []
+        # Requests whose long prompt a worker thread is tokenizing, by request id (engine thread only).
+        self._tokenizing: dict[str, tuple[GenerationRequest, EventSink]] = {}
+        self._tokenizer_pool: ThreadPoolExecutor | None = None
         # Guarded by _lock: read from web threads, written by the engine thread.
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = {}
@@ -76,15 +111,20 @@ class Engine:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
+        thread = self._thread
+        return thread is not None and thread.is_alive() and self._ready.is_set() and not self._dead.is_set()
+
+    def watch(self, callback: Callable[[BaseException], None]) -> None:
+        """``callback(error)`` runs on the engine thread if its loop dies (after its requests were failed)."""
+        self._watchers.append(callback)
 
     def _unavailable(self) -> EngineError | None:
         """Why a command would never be answered: the engine stopped, or its thread died (queued before the
         start is fine: the thread drains the queue when it starts)."""
-        dead = self._thread is not None and not self._thread.is_alive()
+        dead = self._dead.is_set() or (self._thread is not None and not self._thread.is_alive())
         if not (self._stopping.is_set() or dead):
             return None
-        return EngineError("The engine is not running.", status=503, code="engine_unavailable", retry_after=5)
+        return engine_unavailable()
 
     def submit(self, request: EngineRequest, sink: EventSink) -> None:
         """Queue a request; raises EngineError(429) when the model's queue is full, 503 when the engine stopped."""
@@ -103,6 +143,8 @@ class Engine:
                 )
             self._in_flight[key] = in_flight + 1
         self._commands.put(("submit", (request, sink)))
+        if self._dead.is_set():  # it died between the check and the put: nobody else will answer this
+            self._refuse_queued(engine_unavailable())
 
     def cancel(self, request_id: str, model_key: str) -> None:
         self._commands.put(("cancel", (request_id, model_key)))
@@ -143,26 +185,76 @@ class Engine:
     # ---- the engine thread ----------------------------------------------------------
 
     def _run(self) -> None:
-        self.pool.open()
-        self._ready.set()
-        while not self._stopping.is_set():
-            busy = any(runner.has_work for runner in self.pool.runners.values())
-            self._drain_commands(block=not busy)
-            for runner in list(self.pool.runners.values()):
-                if runner.has_work:
-                    self._step(runner)
-            self._expire()
+        try:
+            self.pool.open()
+            self._ready.set()
+            while not self._stopping.is_set():
+                if self.config.test_fault_file and os.path.exists(self.config.test_fault_file):
+                    raise EngineFault(f"injected by the test hook ({self.config.test_fault_file})")
+                self._turn()
+        except BaseException as exc:  # the loop itself failed: no request may wait for it
+            self._die(exc)
+            return
         self.pool.close()
-        shutting_down = EngineError("The server is shutting down.", status=503, code="shutting_down")
+        self._refuse_all(EngineError("The server is shutting down.", status=503, code="shutting_down"))
+        self._end_thread()
+
+    def _turn(self) -> None:
+        busy = any(runner.has_work for runner in self.pool.runners.values())
+        self._drain_commands(block=not busy)
+        for runner in list(self.pool.runners.values()):
+            if runner.has_work:
+                self._step(runner)
+        try:
+            self._expire()
+        except Exception:  # eviction and retries are bookkeeping: the next check tries again
+            logger.exception("the engine's pool upkeep failed")
+
+    def _refuse_all(self, error: EngineError) -> None:
+        """Requests waiting for memory, tokenizing, or still queued get ``error``."""
         for waiting in self._waiting:
-            self._refuse(waiting.request, waiting.sink, shutting_down)
-        self._refuse_queued(shutting_down)
+            self._refuse(waiting.request, waiting.sink, error)
+        self._waiting.clear()
+        for request, sink in self._tokenizing.values():
+            self._refuse(request, sink, error)
+        self._tokenizing.clear()
+        if self._tokenizer_pool is not None:
+            self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
+        self._refuse_queued(error)
+
+    def _end_thread(self) -> None:
         free_unused_memory()
         import mlx.core as mx
 
         # MLX wants every thread that made streams to destroy them itself before it ends; left to the
         # interpreter's teardown they abort the process ("terminate called without an active exception").
         mx.clear_streams()
+
+    def _die(self, error: BaseException) -> None:
+        """The loop failed: every request ends with 503 at once, the watchers are told, MLX is let go."""
+        logger.critical("the engine thread died; failing every request", exc_info=error)
+        self._dead.set()
+        self._ready.set()  # a start() still waiting returns; ``alive`` stays False
+        unavailable = engine_unavailable("The engine stopped unexpectedly; retry shortly.")
+        for runner in list(self.pool.runners.values()):
+            try:
+                runner.fail_all(unavailable)
+            except Exception:
+                logger.exception("could not fail the requests of %s", runner.key)
+        try:
+            self._refuse_all(unavailable)
+        except Exception:
+            logger.exception("could not refuse the queued requests")
+        for callback in self._watchers:
+            try:
+                callback(error)
+            except Exception:
+                logger.exception("an engine watcher failed")
+        try:
+            self.pool.close()
+            self._end_thread()
+        except Exception:
+            logger.exception("could not release MLX after the engine died")
 
     def _refuse_queued(self, error: EngineError) -> None:
         """Commands that arrived while the engine stopped get an answer, never a wait that does not end."""
@@ -171,8 +263,8 @@ class Engine:
                 kind, payload = self._commands.get_nowait()
             except queue.Empty:
                 return
-            if kind == "submit":
-                request, sink = payload
+            if kind in ("submit", "tokenized"):
+                request, sink = payload[:2]
                 self._refuse(request, sink, error)
             elif kind in ("load", "unload"):
                 payload[-1].set_exception(error)
@@ -193,7 +285,10 @@ class Engine:
         kind, payload = command
         try:
             if kind == "submit":
-                self._admit(*payload)
+                request, sink = payload
+                self._admit(request, self._guarded(request, sink))
+            elif kind == "tokenized":
+                self._tokenized(*payload)
             elif kind == "cancel":
                 self._cancel(*payload)
             elif kind == "load":
@@ -214,7 +309,29 @@ class Engine:
                 )
             )
         self.steps += 1
-        self.pool.publish(runner)
+        self._publish(runner)
+
+    def _publish(self, runner: Runner) -> None:
+        try:
+            self.pool.publish(runner)
+        except Exception:  # stats are for readers; a failure to publish them must not stop the work
+            logger.exception("could not publish the stats of %s", runner.key)
+
+    def _guarded(self, request: EngineRequest, sink: EventSink) -> EventSink:
+        """``sink`` whose failure (a client's callback raising) cancels its own request, never the batch."""
+        broken = False
+
+        def deliver(event: EngineEvent) -> None:
+            nonlocal broken
+            try:
+                sink(event)
+            except Exception:
+                logger.exception("the event sink of %s failed", request.trace_id or request.request_id)
+                if not broken and event["type"] not in TERMINAL_EVENTS:
+                    broken = True
+                    self._commands.put(("cancel", (request.request_id, request.model["key"])))
+
+        return deliver
 
     # ---- requests -------------------------------------------------------------------
 
@@ -231,6 +348,8 @@ class Engine:
                         self._waiting_count = len(self._waiting)
                     return False
             self.pool.update_spec(runner, request.model)
+            if self._tokenize_elsewhere(runner, request, sink):
+                return True
             runner.admit(request, sink)
         except EngineError as exc:
             self._refuse(request, sink, exc)
@@ -243,14 +362,50 @@ class Engine:
             self._refuse(request, sink, error)
             return True
         runner.last_used = time.time()
-        self.pool.publish(runner)
+        self._publish(runner)
         return True
+
+    def _tokenize_elsewhere(self, runner: Runner, request: EngineRequest, sink: EventSink) -> bool:
+        """A text request with a very long prompt: render and tokenize it on a worker thread; it comes back
+        as a "tokenized" command with its token ids. False: admit it here, now."""
+        if runner.kind != "text" or not isinstance(request, GenerationRequest) or request.prompt_tokens is not None:
+            return False
+        if prompt_chars(request) < OFF_THREAD_PROMPT_CHARS:
+            return False
+        if self._tokenizer_pool is None:
+            # One worker: a tokenizer instance is not shared by two threads at once.
+            self._tokenizer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlx-tokenize")
+        self._tokenizing[request.request_id] = (request, sink)
+        future = self._tokenizer_pool.submit(render_counted, request, context_length=runner.context_length)
+        future.add_done_callback(lambda done: self._commands.put(("tokenized", (request, sink, done))))
+        return True
+
+    def _tokenized(self, request: GenerationRequest, sink: EventSink, done: Future[list[int]]) -> None:
+        if self._tokenizing.pop(request.request_id, None) is None:
+            return  # cancelled (and answered) while it was being tokenized
+        try:
+            ids = done.result()
+        except EngineError as exc:
+            self._refuse(request, sink, exc)
+            return
+        except Exception as exc:
+            logger.exception("tokenizing request %s failed", request.trace_id or request.request_id)
+            error = EngineError(
+                f"The prompt could not be tokenized: {type(exc).__name__}.", status=500, code="engine_error"
+            )
+            self._refuse(request, sink, error)
+            return
+        # The messages stay for the runner's error wording; the ids are what it feeds the model.
+        self._admit(dataclasses.replace(request, prompt_tokens=ids), sink)
 
     def _refuse(self, request: EngineRequest, sink: EventSink, error: EngineError) -> None:
         self._release(request.model["key"])
         sink(error.as_event())
 
     def _cancel(self, request_id: str, model_key: str) -> None:
+        if (tokenizing := self._tokenizing.pop(request_id, None)) is not None:
+            self._refuse(*tokenizing, EngineError("Cancelled.", status=499, code="cancelled"))
+            return
         for waiting in self._waiting:
             if waiting.request.request_id == request_id:
                 self._waiting.remove(waiting)
@@ -260,7 +415,7 @@ class Engine:
         runner = self.pool.runners.get(model_key)
         if runner is not None:
             runner.cancel(request_id)
-            self.pool.publish(runner)
+            self._publish(runner)
 
     def _retry_waiting(self) -> None:
         """Models went idle or unloaded: requests waiting for memory try again, oldest first."""
@@ -292,7 +447,7 @@ class Engine:
                     raise self.pool.no_room(spec)
             self.pool.update_spec(runner, spec)
             runner.last_used = time.time()
-            self.pool.publish(runner)
+            self._publish(runner)
         except EngineError as exc:
             done.set_exception(exc)
             return

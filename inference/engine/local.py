@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import contextlib
 import threading
+from collections.abc import Callable
 
 from inference.engine.client import RequestStream
 from inference.engine.config import EngineConfig
@@ -32,6 +33,10 @@ class InProcessEngineClient:
     @property
     def started(self) -> bool:
         return self.engine.started
+
+    def watch(self, callback: Callable[[BaseException], None]) -> None:
+        """``callback(error)`` runs if the engine's thread dies (its requests have had their error events)."""
+        self.engine.watch(callback)
 
     async def start(self) -> None:
         self._started_engine()

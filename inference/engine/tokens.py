@@ -184,4 +184,37 @@ def _tokenizer(path: str) -> Any:
 
 
 def count_prompt_tokens(request: GenerationRequest) -> int:
-    return len(render_prompt(_tokenizer(request.model["path"]), request))
+    return len(render_counted(request))
+
+
+def render_counted(request: GenerationRequest, *, context_length: int = 0) -> list[int]:
+    """``render_prompt`` with this module's own tokenizer for the model's folder (never a runner's, which
+    its engine thread uses): for work on another thread. With ``context_length``, a prompt that cannot fit
+    is refused before it is tokenized (an 8 MiB prompt costs tens of seconds of tokenizer time here)."""
+    tokenizer = _tokenizer(request.model["path"])
+    if context_length:
+        # No token covers more characters than the vocabulary's longest: the prompt has at least this many.
+        at_least = -(-prompt_chars(request) // _longest_token(request.model["path"]))
+        if at_least > context_length:
+            raise EngineError(
+                f"This model's maximum context length is {context_length} tokens, but the prompt has at least "
+                f"{at_least} tokens.",
+                status=400,
+                code="context_length_exceeded",
+                param="messages" if request.messages is not None else "prompt",
+            )
+    return render_prompt(tokenizer, request)
+
+
+@functools.lru_cache(maxsize=COUNTING_TOKENIZERS)
+def _longest_token(path: str) -> int:
+    """The most characters one token of the model's vocabulary stands for (added tokens included)."""
+    vocabulary = _tokenizer(path).get_vocab()
+    return max((len(token) for token in vocabulary), default=1) or 1
+
+
+def prompt_chars(request: GenerationRequest) -> int:
+    """About how long the prompt is, in characters, without rendering it."""
+    if request.messages is None:
+        return len(request.prompt or "")
+    return sum(len(_text(message.get("content"))) for message in request.messages)

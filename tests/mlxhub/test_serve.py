@@ -92,9 +92,9 @@ def test_the_launcher_serves_the_api_and_admin_and_stops_with_its_children(tmp_p
     children: dict[int, int] = {}
     try:
         wait_ready(base_url, launcher, log_path)
-        children = wait_for_children(launcher.pid, ("daphne", "celery"))
+        children = wait_for_children(launcher.pid, ("mlxhub.web", "celery"))
         child_commands = " | ".join(command_line(pid) for pid in children)
-        assert "daphne" in child_commands, child_commands
+        assert "mlxhub.web" in child_commands, child_commands
         assert "celery" in child_commands, child_commands
 
         client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=LIVE_API_KEY)

@@ -1,4 +1,11 @@
-"""Bootstrap, then run daphne and one Celery worker as children that stop together."""
+"""Bootstrap, then run the web process (daphne, ``mlxhub.web``) and one Celery worker as children that stop
+together.
+
+SIGTERM/SIGINT reach both children as SIGTERM: the web process drains (``MLXHUB_DRAIN_SECONDS``), the worker
+makes Celery's warm shutdown (it finishes the task it runs). A web process that exits with
+``ENGINE_DIED_EXIT_CODE`` (its engine thread died) is started again, up to ``MAX_RESTARTS`` times in
+``RESTART_WINDOW_SECONDS``; any other exit of a child stops MLX Hub with that child's code.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +22,12 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from mlxhub.kernels import BlasUnavailable, engine_process_env
+from mlxhub.lifecycle import ENGINE_DIED_EXIT_CODE
 
-# Children get this long to exit after SIGTERM before they are killed.
+# Children get the drain plus this long to exit after SIGTERM before they are killed.
 STOP_GRACE_SECONDS = 10
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 300
 
 
 class Command(BaseCommand):
@@ -41,7 +51,7 @@ class Command(BaseCommand):
             "web": [
                 python,
                 "-m",
-                "daphne",
+                "mlxhub.web",
                 "-b",
                 options["host"],
                 "-p",
@@ -65,10 +75,15 @@ class Command(BaseCommand):
                 f"--schedule={settings.MLXHUB_HOME / 'celerybeat-schedule'}",
             ]
         worker_env = {**os.environ, "MLXHUB_ENGINE_PRELOAD": "0"}
-        children = {
-            name: subprocess.Popen(command, env=worker_env if name == "worker" else child_env)
-            for name, command in commands.items()
-        }
+        envs = {"web": child_env, "worker": worker_env}
+
+        def start(name: str) -> subprocess.Popen[bytes]:
+            # Their own process group: a terminal's Ctrl-C reaches this launcher only, which stops each child
+            # once with SIGTERM (a second signal would cut the web drain short, and make Celery's shutdown cold).
+            return subprocess.Popen(commands[name], env=envs[name], process_group=0)
+
+        children = {name: start(name) for name in commands}
+        restarts: list[float] = []
         self.stdout.write(f"MLX Hub on http://{options['host']}:{options['port']}/ (pages, /admin/, /v1/)")
         preloaded = child_env.get("LD_PRELOAD", "")
         self.stdout.write(
@@ -85,7 +100,15 @@ class Command(BaseCommand):
         exit_code = 0
         while not stopping:
             for name, child in children.items():
-                if child.poll() is not None:
+                if child.poll() is None or stopping:
+                    continue
+                now = time.monotonic()
+                restarts = [when for when in restarts if now - when < RESTART_WINDOW_SECONDS]
+                if name == "web" and child.returncode == ENGINE_DIED_EXIT_CODE and len(restarts) < MAX_RESTARTS:
+                    self.stderr.write(f"web exited with {child.returncode} (its engine died); starting it again.")
+                    restarts.append(now)
+                    children[name] = start(name)
+                else:
                     self.stderr.write(f"{name} exited with {child.returncode}; stopping MLX Hub.")
                     exit_code = child.returncode or 1
                     stopping = True
@@ -93,12 +116,17 @@ class Command(BaseCommand):
         for child in children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        deadline = time.monotonic() + settings.MLXHUB_DRAIN_SECONDS + STOP_GRACE_SECONDS
         for child in children.values():
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                self.stderr.write(f"a child (pid {child.pid}) did not stop in time; killing it.")
                 child.kill()
                 child.wait()
+                exit_code = exit_code or 1
+            if child.returncode:  # a drain or a warm shutdown ends with 0; anything else is worth saying
+                self.stderr.write(f"a child (pid {child.pid}) exited with {child.returncode} while stopping.")
+                exit_code = exit_code or 1
         if exit_code:
             sys.exit(exit_code)
