@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from inference.engine.choices import is_grouped
 from inference.engine.config import BatchConfig, KernelConfig
 from inference.engine.grammars import (
     GENERIC_END,
@@ -22,6 +23,7 @@ from inference.engine.grammars import (
     schema_grammar,
     tool_call_grammar,
 )
+from inference.engine.grouped import admit_group
 from inference.engine.kernels import prepare_model
 from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
@@ -30,7 +32,9 @@ from inference.engine.tokens import forces_calls, render_prompt, tools_of
 from inference.engine.types import EngineError, EventSink, GenerationRequest, GrammarSpec, ModelSpec, finish_event
 
 if TYPE_CHECKING:
+    from inference.engine.choices import ChoiceGroup
     from inference.engine.constrained import GrammarCache, GrammarMask
+    from inference.engine.logprobs import LogprobTrack, TokenTexts
     from inference.engine.toolcalls import ToolCallTracker
 
 logger = logging.getLogger(__name__)
@@ -50,6 +54,7 @@ class ActiveRequest:
     completion_tokens: int = 0
     mask: GrammarMask | None = None
     tracker: ToolCallTracker | None = None
+    logprobs: LogprobTrack | None = None
 
 
 def context_length_of(path: str, override: int | None) -> int:
@@ -109,6 +114,9 @@ class TextRunner(Runner):
         self.batch = self._new_batch()
         self.active: dict[int, ActiveRequest] = {}
         self.uid_by_request: dict[str, int] = {}
+        self.groups: dict[str, ChoiceGroup] = {}  # requests of several choices (inference.engine.grouped)
+        self.group_of: dict[str, ChoiceGroup] = {}  # by each choice's own request id
+        self.token_texts: TokenTexts | None = None  # made at the first request with logprobs
 
     def _grammar_cache(self) -> tuple[GrammarCache | None, str]:
         """The model's grammar compiler, built at load (building it for a large vocabulary takes about a
@@ -150,6 +158,8 @@ class TextRunner(Runner):
     def admit(self, request: Any, sink: EventSink) -> None:
         if not isinstance(request, GenerationRequest):
             raise self.wrong_kind("embeddings")
+        if is_grouped(request):
+            return admit_group(self, request, sink)
         if request.images:
             raise EngineError("This model does not take images.", status=400, code="wrong_model_kind", param="messages")
         param = "messages" if request.messages is not None else "prompt"
@@ -181,6 +191,10 @@ class TextRunner(Runner):
             mask.matcher.consume_tokens(forced)
             processors = [mask, *processors]
         tracker = self._tool_tracker(request)
+        track = self._logprob_track(request, sink)
+        if track is not None:
+            track.forced(forced)
+            sink = track
         served = prompt + forced
         cache, rest = self.prefix_cache.fetch_nearest_cache(self.key, served)
         if cache is not None and not rest:
@@ -206,6 +220,7 @@ class TextRunner(Runner):
             completion_tokens=len(forced),
             mask=mask,
             tracker=tracker,
+            logprobs=track,
         )
         self.active[uid] = active
         self.uid_by_request[request.request_id] = uid
@@ -219,6 +234,15 @@ class TextRunner(Runner):
                 self._finish(active, "stop", text)
             elif text:
                 sink({"type": "delta", "text": text, "tokens": active.completion_tokens})
+
+    def _logprob_track(self, request: GenerationRequest, sink: EventSink) -> LogprobTrack | None:
+        if request.logprobs is None:
+            return None
+        from inference.engine.logprobs import LogprobTrack, TokenTexts
+
+        self.token_texts = self.token_texts or TokenTexts(self.tokenizer)
+        detokenizer = keeping_leading_space(self.tokenizer.detokenizer)
+        return LogprobTrack(sink, texts=self.token_texts, detokenizer=detokenizer, top=request.logprobs)
 
     def _grammar_mask(self, spec: GrammarSpec) -> GrammarMask:
         from inference.engine.constrained import GrammarMask
@@ -280,6 +304,8 @@ class TextRunner(Runner):
             if active is None:
                 continue
             active.completion_tokens += 1
+            if active.logprobs is not None:  # the row the batch sampled from, already evaluated
+                active.logprobs.add(response.token, response.logprobs, end_of_text=response.finish_reason == "stop")
             # The batch has already fed this token to the request's grammar (inside the decode step).
             matcher = active.mask.matcher if active.mask is not None else None
             if matcher is not None and matcher.is_error():
@@ -345,7 +371,7 @@ class TextRunner(Runner):
             reason = "tool_calls"
         self.active.pop(active.uid, None)
         self.uid_by_request.pop(active.request.request_id, None)
-        self.release()
+        self._release_for(active.request)
         active.sink(
             finish_event(
                 reason,
@@ -356,7 +382,23 @@ class TextRunner(Runner):
             )
         )
 
+    def _release_for(self, request: GenerationRequest) -> None:
+        """A request's slot goes back once: a choice's with the last choice of its request."""
+        group = self.group_of.pop(request.request_id, None)
+        if group is None:
+            self.release()
+            return
+        group.running -= 1
+        if group.running == 0 and group.started:
+            self.groups.pop(group.request_id, None)
+            self.release()
+
     def cancel(self, request_id: str) -> None:
+        group = self.groups.get(request_id)
+        if group is not None:
+            for member in list(group.members):
+                self.cancel(member)
+            return
         uid = self.uid_by_request.get(request_id)
         if uid is None:
             return
@@ -370,10 +412,14 @@ class TextRunner(Runner):
             self.cancel(active.request.request_id)
 
     def _fail(self, active: ActiveRequest, error: EngineError) -> None:
-        self.active.pop(active.uid, None)
+        if self.active.pop(active.uid, None) is None:
+            return  # already ended with the rest of its request's choices
         self.uid_by_request.pop(active.request.request_id, None)
-        self.release()
+        group = self.group_of.get(active.request.request_id)
+        self._release_for(active.request)
         active.sink(error.as_event())
+        for member in group.members if group is not None else ():
+            self.cancel(member)  # one choice failed: the request fails, its other choices end
 
     def fail_all(self, error: EngineError) -> None:
         for active in list(self.active.values()):
