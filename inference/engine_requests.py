@@ -71,8 +71,6 @@ def refuse_unsupported(payload: SamplingFields) -> None:
     if isinstance(payload, ChatCompletionRequest) and "audio" in (payload.modalities or []):
         raise OpenAIError("Audio outputs are not supported: MLX Hub serves text and image models.", param="modalities")
     if isinstance(payload, CompletionRequest):
-        if payload.echo:
-            raise OpenAIError("echo is not supported yet.", param="echo")
         if payload.suffix:
             raise OpenAIError("suffix is not supported.", param="suffix")
         if payload.best_of not in (None, 1, payload.n or 1):

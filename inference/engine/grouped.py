@@ -7,18 +7,17 @@ With ``echo`` the prompt's pass also gives its tokens' log-probabilities; ``max_
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from inference.engine.choices import ChoiceGroup, choice_request
 from inference.engine.logprobs import TokenTexts, entries, score_prompt, token_pieces
 from inference.engine.tokens import render_prompt
-from inference.engine.types import DeltaEvent, EngineError, EventSink, GenerationRequest, TokenLogprob, finish_event
+from inference.engine.types import DeltaEvent, EventSink, GenerationRequest, TokenLogprob, finish_event
 
-if TYPE_CHECKING:
-    from inference.engine.text import TextRunner
+# ``runner`` below is the TextRunner admitting the request (not imported: text.py imports this module).
 
 
-def admit_group(runner: TextRunner, request: GenerationRequest, sink: EventSink) -> None:
+def admit_group(runner: Any, request: GenerationRequest, sink: EventSink) -> None:
     group = ChoiceGroup(request, sink)
     try:
         for prompt in range(len(request.prompts) if request.prompts is not None else 1):
@@ -36,19 +35,14 @@ def admit_group(runner: TextRunner, request: GenerationRequest, sink: EventSink)
         runner.release()
 
 
-def _admit_prompt(runner: TextRunner, request: GenerationRequest, group: ChoiceGroup, prompt: int) -> None:
+def _admit_prompt(runner: Any, request: GenerationRequest, group: ChoiceGroup, prompt: int) -> None:
     from mlx_lm.models.cache import make_prompt_cache
-
-    from inference.engine.text import check_context, keeping_leading_space, tokens_in_vocabulary
 
     first = prompt * request.n
     base = choice_request(request, prompt=prompt, index=first, max_tokens=request.max_tokens or 0)
     param = "messages" if request.messages is not None else "prompt"
     tokens = render_prompt(runner.tokenizer, base)
-    if not tokens or not tokens_in_vocabulary(tokens, runner.vocab_size):
-        problem = "is empty" if not tokens else "holds token ids outside the vocabulary"
-        raise EngineError(f"A prompt {problem}.", status=400, code="invalid_request_error", param=param)
-    max_tokens = check_context(runner.context_length, len(tokens), request.max_tokens, param=param)
+    max_tokens = runner.prompt_budget(tokens, request.max_tokens, param=param)
     group.prompt_tokens += len(tokens)
     scores = request.echo and request.logprobs is not None
     shared = max_tokens > 0 and request.n > 1 and len(tokens) > 1
@@ -65,7 +59,7 @@ def _admit_prompt(runner: TextRunner, request: GenerationRequest, group: ChoiceG
             runner.prefix_cache.insert_cache(runner.key, tokens[:-1], cache)
     echoed: tuple[str, list[TokenLogprob] | None] | None = None
     if request.echo:
-        pieces = token_pieces(keeping_leading_space(runner.tokenizer.detokenizer), tokens, final=True)
+        pieces = token_pieces(runner.fresh_detokenizer(), tokens, final=True)
         scored: list[TokenLogprob] | None = None
         if scores and request.logprobs is not None:
             texts = runner.token_texts or TokenTexts(runner.tokenizer)

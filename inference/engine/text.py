@@ -235,14 +235,23 @@ class TextRunner(Runner):
             elif text:
                 sink({"type": "delta", "text": text, "tokens": active.completion_tokens})
 
+    def prompt_budget(self, tokens: list[int], max_tokens: int | None, *, param: str) -> int:
+        """The completion budget of one of a request's prompts (grouped admission); a 400 when it is unfit."""
+        if not tokens or not tokens_in_vocabulary(tokens, self.vocab_size):
+            problem = "is empty" if not tokens else "holds token ids outside the vocabulary"
+            raise EngineError(f"A prompt {problem}.", status=400, code="invalid_request_error", param=param)
+        return check_context(self.context_length, len(tokens), max_tokens, param=param)
+
+    def fresh_detokenizer(self) -> Any:
+        return keeping_leading_space(self.tokenizer.detokenizer)
+
     def _logprob_track(self, request: GenerationRequest, sink: EventSink) -> LogprobTrack | None:
         if request.logprobs is None:
             return None
         from inference.engine.logprobs import LogprobTrack, TokenTexts
 
         self.token_texts = self.token_texts or TokenTexts(self.tokenizer)
-        detokenizer = keeping_leading_space(self.tokenizer.detokenizer)
-        return LogprobTrack(sink, texts=self.token_texts, detokenizer=detokenizer, top=request.logprobs)
+        return LogprobTrack(sink, texts=self.token_texts, detokenizer=self.fresh_detokenizer(), top=request.logprobs)
 
     def _grammar_mask(self, spec: GrammarSpec) -> GrammarMask:
         from inference.engine.constrained import GrammarMask
