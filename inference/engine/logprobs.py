@@ -66,6 +66,21 @@ def entries(texts: TokenTexts, pieces: list[str], tokens: list[int], rows: mx.ar
     ]
 
 
+def score_step(texts: TokenTexts, rows: list[tuple[int, int, mx.array, int]]) -> dict[int, TokenLogprob]:
+    """The entries of one decode step's rows that ask, computed together (one evaluation for the step):
+    (uid, sampled token, its row, alternatives wanted) each; the texts are filled in by the row's track."""
+    if not rows:
+        return {}
+    top = min(max(wanted for *_, wanted in rows), MAX_TOP)
+    scored = entries(
+        texts, [""] * len(rows), [token for _, token, _, _ in rows], mx.stack([row for _, _, row, _ in rows]), top
+    )
+    return {
+        uid: {**entry, "top": (entry["top"] or [])[:wanted]}
+        for (uid, _, _, wanted), entry in zip(rows, scored, strict=True)
+    }
+
+
 def token_pieces(detokenizer: Any, tokens: list[int], *, final: bool) -> list[str]:
     """What ``detokenizer`` adds for each token (a multi-byte character lands on the token completing it)."""
     pieces = []
@@ -110,9 +125,10 @@ class LogprobTrack:
         self.sent = 0  # characters of text sent
         self.covered = 0  # characters of text the sent entries make up
 
-    def add(self, token: int, row: mx.array, *, end_of_text: bool) -> None:
-        pieces = [""] if end_of_text else token_pieces(self.detokenizer, [token], final=False)
-        self.pending += entries(self.texts, pieces, [token], row[None], self.top)
+    def add(self, token: int, scored: TokenLogprob, *, end_of_text: bool) -> None:
+        """A sampled token, with its entry from ``score_step``."""
+        piece = "" if end_of_text else token_pieces(self.detokenizer, [token], final=False)[0]
+        self.pending.append({**scored, "text": piece})
 
     def forced(self, tokens: list[int]) -> None:
         """Tokens a grammar forced: certain, so log-probability 0."""

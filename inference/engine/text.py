@@ -307,6 +307,7 @@ class TextRunner(Runner):
 
     def step(self) -> None:
         _, responses = self.batch.next()
+        scored = self._score(responses)
         finished: list[int] = []
         for response in responses:
             active = self.active.get(response.uid)
@@ -314,7 +315,7 @@ class TextRunner(Runner):
                 continue
             active.completion_tokens += 1
             if active.logprobs is not None:  # the row the batch sampled from, already evaluated
-                active.logprobs.add(response.token, response.logprobs, end_of_text=response.finish_reason == "stop")
+                active.logprobs.add(response.token, scored[response.uid], end_of_text=response.finish_reason == "stop")
             # The batch has already fed this token to the request's grammar (inside the decode step).
             matcher = active.mask.matcher if active.mask is not None else None
             if matcher is not None and matcher.is_error():
@@ -345,6 +346,19 @@ class TextRunner(Runner):
                 active.sink({"type": "delta", "text": text, "tokens": active.completion_tokens})
         if finished:
             self.batch.remove(finished)
+
+    def _score(self, responses: list[Any]) -> dict[int, Any]:
+        """Log-probabilities for the rows that ask, from the rows the batch sampled from (nothing otherwise)."""
+        wanted = [
+            (response.uid, response.token, response.logprobs, active.logprobs.top)
+            for response in responses
+            if (active := self.active.get(response.uid)) is not None and active.logprobs is not None
+        ]
+        if not wanted or self.token_texts is None:
+            return {}
+        from inference.engine.logprobs import score_step
+
+        return score_step(self.token_texts, wanted)
 
     def _deliver(self, active: ActiveRequest, text: str, *, final: bool) -> tuple[str, bool]:
         """Decoded text through the tool tracker (calls go out as events at once) and the stop strings
