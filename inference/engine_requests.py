@@ -73,8 +73,11 @@ def refuse_unsupported(payload: SamplingFields) -> None:
     if isinstance(payload, CompletionRequest):
         if payload.suffix:
             raise OpenAIError("suffix is not supported.", param="suffix")
-        if payload.best_of not in (None, 1, payload.n or 1):
-            raise OpenAIError("best_of is not supported (other than equal to n).", param="best_of")
+        best_of = payload.best_of or payload.n or 1
+        if best_of < (payload.n or 1) or best_of > MAX_CHOICES:
+            raise OpenAIError(f"best_of must be at least n and at most {MAX_CHOICES}.", param="best_of")
+        if best_of > (payload.n or 1) and payload.stream:
+            raise OpenAIError("best_of cannot be streamed (the best choices are known at the end).", param="best_of")
         if payload.max_tokens == 0 and not payload.echo:
             raise OpenAIError("max_tokens may be 0 only with echo (to score the prompt).", param="max_tokens")
 
@@ -214,6 +217,7 @@ def completion_request(*, payload: CompletionRequest, profile: Profile, trace_id
     else:
         raise OpenAIError("The prompt is empty.", param="prompt")
     max_tokens = payload.max_tokens if payload.max_tokens is not None else profile.default_max_tokens or 16
+    best_of = payload.best_of if (payload.best_of or 1) > (payload.n or 1) else None
     return GenerationRequest(
         trace_id=trace_id,
         model=model_spec_for(profile),
@@ -223,8 +227,9 @@ def completion_request(*, payload: CompletionRequest, profile: Profile, trace_id
         max_tokens=max_tokens,
         stop=payload.stop_list(),
         sampling=sampling_params(payload, profile),
-        logprobs=logprobs_wanted(payload),
-        n=payload.n or 1,
+        # best_of: every choice is made, with its log-probabilities to rank them by (the renderer keeps n).
+        logprobs=logprobs_wanted(payload) if not best_of else (logprobs_wanted(payload) or 0),
+        n=best_of or payload.n or 1,
         echo=payload.echo,
     )
 

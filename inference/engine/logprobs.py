@@ -9,6 +9,7 @@ Nothing here runs for a request that does not ask.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import mlx.core as mx
@@ -39,23 +40,34 @@ class TokenTexts:
         return text
 
 
-def top_of(rows: mx.array, top: int) -> tuple[list[list[int]], list[list[float]]]:
-    """The ``top`` best ids of each row and their values, best first."""
-    if top <= 0:
-        return [[] for _ in range(rows.shape[0])], [[] for _ in range(rows.shape[0])]
-    ids = mx.argpartition(-rows, kth=top - 1, axis=-1)[:, :top]
-    values = mx.take_along_axis(rows, ids, axis=-1)
-    order = mx.argsort(-values, axis=-1)
-    ids, values = mx.take_along_axis(ids, order, axis=-1), mx.take_along_axis(values, order, axis=-1)
-    return ids.tolist(), values.tolist()  # type: ignore[return-value]
+_streams = threading.local()
+
+
+def side_stream() -> Any:
+    """A stream of its own (MLX streams belong to the thread that makes them): the batch has already
+    queued the next decode step on the default one, and work queued behind it would wait for that
+    whole forward pass."""
+    stream = getattr(_streams, "side", None)
+    if stream is None:
+        stream = _streams.side = mx.new_stream(mx.default_device())
+    return stream
 
 
 def entries(texts: TokenTexts, pieces: list[str], tokens: list[int], rows: mx.array, top: int) -> list[TokenLogprob]:
     """One entry per token: its text (``pieces``), its value in its row of ``rows``, the row's best."""
-    rows = rows.astype(mx.float32)
-    chosen = mx.take_along_axis(rows, mx.array(tokens)[:, None], axis=-1)[:, 0]
-    top_ids, top_values = top_of(rows, top)
-    values: list[float] = chosen.tolist()  # type: ignore[assignment]
+    top_ids: list[list[int]] = [[] for _ in tokens]
+    top_values: list[list[float]] = [[] for _ in tokens]
+    with mx.stream(side_stream()):
+        rows = rows.astype(mx.float32)
+        chosen = mx.take_along_axis(rows, mx.array(tokens)[:, None], axis=-1)[:, 0]
+        if top > 0:
+            ids = mx.argpartition(-rows, kth=top - 1, axis=-1)[:, :top]
+            best = mx.take_along_axis(rows, ids, axis=-1)
+            order = mx.argsort(-best, axis=-1)
+            ids, best = mx.take_along_axis(ids, order, axis=-1), mx.take_along_axis(best, order, axis=-1)
+            mx.eval(chosen, ids, best)
+            top_ids, top_values = ids.tolist(), best.tolist()  # type: ignore[assignment]
+        values: list[float] = chosen.tolist()  # type: ignore[assignment]
     return [
         {
             "text": piece,
@@ -66,9 +78,15 @@ def entries(texts: TokenTexts, pieces: list[str], tokens: list[int], rows: mx.ar
     ]
 
 
-def score_step(texts: TokenTexts, rows: list[tuple[int, int, mx.array, int]]) -> dict[int, TokenLogprob]:
-    """The entries of one decode step's rows that ask, computed together (one evaluation for the step):
-    (uid, sampled token, its row, alternatives wanted) each; the texts are filled in by the row's track."""
+def score_step(texts: TokenTexts, responses: list[Any], active: dict[int, Any]) -> dict[int, TokenLogprob]:
+    """The entries of one decode step's rows whose request asks (``active[uid].logprobs`` is its track),
+    from the rows the batch sampled from, computed together (one evaluation for the step); the texts are
+    filled in by each row's track. Nothing is computed when no row asks."""
+    rows = [
+        (response.uid, response.token, response.logprobs, request.logprobs.top)
+        for response in responses
+        if (request := active.get(response.uid)) is not None and request.logprobs is not None
+    ]
     if not rows:
         return {}
     top = min(max(wanted for *_, wanted in rows), MAX_TOP)

@@ -25,6 +25,7 @@ from inference.engine.grammars import (
 )
 from inference.engine.grouped import admit_group
 from inference.engine.kernels import prepare_model
+from inference.engine.logprobs import score_step
 from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
@@ -307,7 +308,7 @@ class TextRunner(Runner):
 
     def step(self) -> None:
         _, responses = self.batch.next()
-        scored = self._score(responses)
+        scored = score_step(self.token_texts, responses, self.active) if self.token_texts is not None else {}
         finished: list[int] = []
         for response in responses:
             active = self.active.get(response.uid)
@@ -346,19 +347,6 @@ class TextRunner(Runner):
                 active.sink({"type": "delta", "text": text, "tokens": active.completion_tokens})
         if finished:
             self.batch.remove(finished)
-
-    def _score(self, responses: list[Any]) -> dict[int, Any]:
-        """Log-probabilities for the rows that ask, from the rows the batch sampled from (nothing otherwise)."""
-        wanted = [
-            (response.uid, response.token, response.logprobs, active.logprobs.top)
-            for response in responses
-            if (active := self.active.get(response.uid)) is not None and active.logprobs is not None
-        ]
-        if not wanted or self.token_texts is None:
-            return {}
-        from inference.engine.logprobs import score_step
-
-        return score_step(self.token_texts, wanted)
 
     def _deliver(self, active: ActiveRequest, text: str, *, final: bool) -> tuple[str, bool]:
         """Decoded text through the tool tracker (calls go out as events at once) and the stop strings

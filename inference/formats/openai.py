@@ -107,6 +107,21 @@ def completion_logprobs(entries: list[TokenLogprob], offset: int) -> dict[str, A
     }
 
 
+def mean_logprob(entries: list[TokenLogprob]) -> float:
+    values = [entry["logprob"] for entry in entries if entry["logprob"] is not None]
+    return sum(values) / len(values) if values else 0.0
+
+
+def best_rows(rows: list[Any], made: int, kept: int) -> list[Any]:
+    """``best_of``: of each prompt's ``made`` choices, the ``kept`` with the best mean log-probability per
+    token, best first (OpenAI's rule), prompt by prompt."""
+    best = []
+    for start in range(0, len(rows), made):
+        group = sorted(rows[start : start + made], key=lambda row: mean_logprob(row[3]), reverse=True)
+        best += group[:kept]
+    return best
+
+
 class CompletionRenderer(Renderer):
     """/v1/completions: ``text_completion`` objects, streamed or whole."""
 
@@ -122,6 +137,7 @@ class CompletionRenderer(Renderer):
         self.logprobs = logprobs  # whether the request asked (else every choice's logprobs is null)
         self.choices = choices
         self.offsets: dict[int, int] = {}  # characters streamed so far, per choice (for text_offset)
+        self.best_of: tuple[int, int] | None = None  # (choices made per prompt, choices kept per prompt)
 
     def render_logprobs(self, entries: list[TokenLogprob] | None, index: int) -> dict[str, Any] | None:
         if not self.logprobs:
@@ -196,14 +212,19 @@ class CompletionRenderer(Renderer):
     def body(self, events: list[EngineEvent]) -> dict[str, Any]:
         finish = events[-1]
         assert finish["type"] == "finish"
-        choices = []
+        rows = []
         for index, (own, end) in choices_of(events).items():
             pieces = [event for event in own if event["type"] in ("delta", "finish")]
             text = "".join(event["text"] for event in pieces) + (end["text"] if end["type"] == "choice_end" else "")
             sources = pieces if end["type"] == "finish" else [*pieces, end]
             entries = [entry for event in sources for entry in event.get("logprobs", [])]  # type: ignore[union-attr]
-            choice = self.choice(text, finish_reason(end), index=index, entries=entries)  # type: ignore[arg-type]
-            choices.append(self.with_calls(choice, own))
+            rows.append((index, text, end, entries, own))
+        if self.best_of is not None:
+            rows = best_rows(rows, *self.best_of)
+        choices = [
+            self.with_calls(self.choice(text, finish_reason(end), index=index, entries=entries), own)  # type: ignore[arg-type]
+            for index, (_, text, end, entries, own) in enumerate(rows)
+        ]
         body = self.envelope(self.object_name, choices)
         body["usage"] = _usage(finish)
         return body

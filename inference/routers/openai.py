@@ -80,12 +80,15 @@ class Completions(Endpoint[CompletionRequest]):
         prompts = (
             len(payload.prompt) if isinstance(payload.prompt, list) and isinstance(payload.prompt[0], str | list) else 1
         )
-        return CompletionRenderer(
+        renderer = CompletionRenderer(
             model=payload.model,
             include_usage=payload.include_usage,
             logprobs=payload.logprobs is not None,
             choices=(payload.n or 1) * prompts,
         )
+        if (payload.best_of or 1) > (payload.n or 1):
+            renderer.best_of = (payload.best_of or 1, payload.n or 1)
+        return renderer
 
     async def cloud(self, serving: Serving, target: Target) -> HttpResponseBase:
         # Text completions are a legacy endpoint: OpenAI-shaped upstreams serve them, Anthropic's API has none.

@@ -52,10 +52,11 @@ def test_an_unsupported_chat_field_is_a_400_naming_it(openai_client, fields, par
         ({"suffix": "end"}, "suffix"),
         ({"logprobs": 21}, "logprobs"),
         ({"n": 17}, "n"),
-        ({"best_of": 3}, "best_of"),
+        ({"best_of": 2, "n": 3}, "best_of"),  # fewer made than returned
+        ({"best_of": 3, "stream": True}, "best_of"),  # the best are known only at the end
         ({"max_tokens": 0}, "max_tokens"),  # 0 scores a prompt, with echo only
     ],
-    ids=["suffix", "logprobs_21", "n_17", "best_of", "max_tokens_0"],
+    ids=["suffix", "logprobs_21", "n_17", "best_of_below_n", "best_of_streamed", "max_tokens_0"],
 )
 def test_an_unsupported_completion_field_is_a_400_naming_it(openai_client, fields, param):
     with pytest.raises(openai.BadRequestError) as caught:

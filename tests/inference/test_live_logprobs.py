@@ -172,6 +172,17 @@ def test_several_prompts_stream_their_choices(http):
         assert "".join(tokens) == "".join(part["text"] for part in own)
 
 
+def test_best_of_returns_the_choice_with_the_best_mean_logprob_of_those_made(openai_client):
+    fields = {"model": "demo", "prompt": f"a lake {uuid.uuid4().hex}", "max_tokens": 4, "seed": 9, "temperature": 1.0}
+    made = openai_client.completions.create(**fields, n=3, logprobs=0)
+    best = openai_client.completions.create(**fields, best_of=3)
+    means = [sum(choice.logprobs.token_logprobs) / 4 for choice in made.choices]
+    assert len(best.choices) == 1 and best.choices[0].index == 0
+    assert best.choices[0].text == made.choices[means.index(max(means))].text
+    assert best.choices[0].logprobs is None  # not asked for: used to rank, not returned
+    assert best.usage.completion_tokens == 12  # every choice made is counted
+
+
 # ---- lm-eval's loglikelihood request ----------------------------------------------------------------------------
 
 
