@@ -154,3 +154,20 @@ async def test_a_cancelled_request_of_several_choices_ends_them_all(engine, spec
     stats = await settled(engine, spec["key"])  # every choice left the batch, and the slot came back once
     assert stats["models"][spec["key"]]["active_requests"] == 0
     assert (await run(engine, generation(spec, max_tokens=2, n=2))).last["choices"] == 2
+
+
+async def test_the_values_are_taken_after_logit_bias(engine, spec):
+    biased = SamplingParams(temperature=0.0, logit_bias={77: 100.0})
+    outcome = await run(engine, generation(spec, max_tokens=3, logprobs=1, sampling=biased))
+    entries = entries_of(outcome.events)
+    assert [entry["logprob"] for entry in entries] == pytest.approx([0.0] * 3, abs=1e-3)  # the bias made it certain
+
+
+async def test_a_stop_string_cuts_the_listed_tokens_to_the_text(engine, spec):
+    free = await run(engine, generation(spec, max_tokens=12, logprobs=0))
+    text = free.text
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    assert stop.strip()
+    outcome = await run(engine, generation(spec, max_tokens=12, logprobs=0, stop=[stop]))
+    assert outcome.last["finish_reason"] == "stop"
+    assert "".join(entry["text"] for entry in entries_of(outcome.events)) == outcome.text == text[: text.index(stop)]
