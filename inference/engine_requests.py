@@ -93,7 +93,7 @@ def logprobs_wanted(payload: SamplingFields) -> int | None:
         return value
     if value is not None and not isinstance(value, bool):
         raise OpenAIError("logprobs must be a boolean.", param="logprobs")
-    if payload.top_logprobs is not None and not value:
+    if payload.top_logprobs and not value:
         raise OpenAIError("top_logprobs needs logprobs set to true.", param="top_logprobs")
     return (payload.top_logprobs or 0) if value else None
 
@@ -179,6 +179,10 @@ def chat_request(
             param="max_completion_tokens",
         )
     conversation = chat_conversation(payload, vision=profile.local_model.kind == ModelKind.VISION)
+    if profile.local_model.kind == ModelKind.VISION:  # the vision runtime makes one choice, without logprobs
+        for name, asked in (("n", (payload.n or 1) > 1), ("logprobs", bool(payload.logprobs))):
+            if asked:
+                raise OpenAIError(f"{name} is not served by vision models yet.", param=name)
     plan = chat_tool_plan(payload)
     max_tokens = payload.max_completion_tokens or payload.max_tokens or profile.default_max_tokens
     request = GenerationRequest(

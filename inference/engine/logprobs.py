@@ -36,7 +36,11 @@ class TokenTexts:
     def __call__(self, token: int) -> str:
         text = self._texts.get(token)
         if text is None:
-            text = self._texts[token] = self.tokenizer.decode([token])
+            try:
+                text = self.tokenizer.decode([token])
+            except (IndexError, KeyError, OverflowError, TypeError, ValueError):
+                text = ""  # an id past the tokenizer's vocabulary (a padded output layer)
+            self._texts[token] = text
         return text
 
 

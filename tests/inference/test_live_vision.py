@@ -142,3 +142,14 @@ def test_an_anthropic_client_sends_an_image_block_to_a_local_vision_model(live_h
     assert message.stop_reason == "max_tokens"
     assert message.usage.output_tokens == 4
     assert message.usage.input_tokens >= PALIGEMMA_IMAGE_TOKENS
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"), [({"n": 2}, "n"), ({"logprobs": True}, "logprobs")], ids=["n", "logprobs"]
+)
+def test_a_vision_model_refuses_what_its_runtime_cannot_make(openai_client, vision_model, fields, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client.chat.completions.create(
+            model=vision_model, messages=[{"role": "user", "content": "describe"}], max_tokens=1, **fields
+        )
+    assert caught.value.param == param
