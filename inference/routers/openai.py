@@ -78,7 +78,9 @@ class Completions(Endpoint[CompletionRequest]):
     def renderer(self) -> CompletionRenderer:
         payload = self.payload
         prompts = (
-            len(payload.prompt) if isinstance(payload.prompt, list) and isinstance(payload.prompt[0], str | list) else 1
+            len(payload.prompt)
+            if isinstance(payload.prompt, list) and payload.prompt and isinstance(payload.prompt[0], str | list)
+            else 1
         )
         renderer = CompletionRenderer(
             model=payload.model,
