@@ -11,7 +11,14 @@ from catalog.models import ModelKind, Profile
 from inference.conversations import chat_conversation
 from inference.engine.types import EmbeddingRequest, EngineRequest, GenerationRequest, ModelSpec, SamplingParams
 from inference.errors import OpenAIError
-from inference.schemas.openai import ChatCompletionRequest, CompletionRequest, SamplingFields
+from inference.schemas.openai import (
+    MAX_CHOICES,
+    MAX_PROMPTS,
+    MAX_TOP_LOGPROBS,
+    ChatCompletionRequest,
+    CompletionRequest,
+    SamplingFields,
+)
 from inference.thinking import chat_thinking
 from inference.tooling import chat_tool_plan
 
@@ -60,21 +67,36 @@ def model_spec_for(profile: Profile) -> ModelSpec:
 def refuse_unsupported(payload: SamplingFields) -> None:
     """Fields the engine does not honour yet: a 400 naming them, never a silent ignore."""
     payload.refuse_fields()
-    if payload.n is not None and payload.n > 1:
-        raise OpenAIError("n > 1 is not supported yet; send one request per choice.", param="n")
-    if payload.logprobs not in (None, False, 0):
-        raise OpenAIError("logprobs are not supported yet.", param="logprobs")
-    if payload.top_logprobs:
-        raise OpenAIError("top_logprobs is not supported yet.", param="top_logprobs")
+    if payload.n is not None and payload.n > MAX_CHOICES:
+        raise OpenAIError(f"n may be at most {MAX_CHOICES}.", param="n")
     if isinstance(payload, ChatCompletionRequest) and "audio" in (payload.modalities or []):
         raise OpenAIError("Audio outputs are not supported: MLX Hub serves text and image models.", param="modalities")
     if isinstance(payload, CompletionRequest):
-        if payload.echo:
-            raise OpenAIError("echo is not supported yet.", param="echo")
         if payload.suffix:
             raise OpenAIError("suffix is not supported.", param="suffix")
-        if payload.best_of not in (None, 1):
-            raise OpenAIError("best_of is not supported.", param="best_of")
+        best_of = payload.best_of or payload.n or 1
+        if best_of < (payload.n or 1) or best_of > MAX_CHOICES:
+            raise OpenAIError(f"best_of must be at least n and at most {MAX_CHOICES}.", param="best_of")
+        if best_of > (payload.n or 1) and payload.stream:
+            raise OpenAIError("best_of cannot be streamed (the best choices are known at the end).", param="best_of")
+        if payload.max_tokens == 0 and not payload.echo:
+            raise OpenAIError("max_tokens may be 0 only with echo (to score the prompt).", param="max_tokens")
+
+
+def logprobs_wanted(payload: SamplingFields) -> int | None:
+    """How many alternatives per token the request asks for (0: the chosen token's value only); None: none."""
+    value = payload.logprobs
+    if isinstance(payload, CompletionRequest):
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOP_LOGPROBS:
+            raise OpenAIError(f"logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}.", param="logprobs")
+        return value
+    if value is not None and not isinstance(value, bool):
+        raise OpenAIError("logprobs must be a boolean.", param="logprobs")
+    if payload.top_logprobs and not value:
+        raise OpenAIError("top_logprobs needs logprobs set to true.", param="top_logprobs")
+    return (payload.top_logprobs or 0) if value else None
 
 
 def sampling_params(payload: Any, profile: Profile) -> SamplingParams:
@@ -158,6 +180,10 @@ def chat_request(
             param="max_completion_tokens",
         )
     conversation = chat_conversation(payload, vision=profile.local_model.kind == ModelKind.VISION)
+    if profile.local_model.kind == ModelKind.VISION:  # the vision runtime makes one choice, without logprobs
+        for name, asked in (("n", (payload.n or 1) > 1), ("logprobs", bool(payload.logprobs))):
+            if asked:
+                raise OpenAIError(f"{name} is not served by vision models yet.", param=name)
     plan = chat_tool_plan(payload)
     max_tokens = payload.max_completion_tokens or payload.max_tokens or profile.default_max_tokens
     thinking = chat_thinking(payload)
@@ -174,6 +200,8 @@ def chat_request(
         template_kwargs=thinking.template_kwargs,
         thinking=thinking.thinking,
         thinking_budget=thinking.budget,
+        logprobs=logprobs_wanted(payload),
+        n=payload.n or 1,
     )
     return request, conversation.images
 
@@ -183,28 +211,35 @@ def completion_request(*, payload: CompletionRequest, profile: Profile, trace_id
     prompt = payload.prompt
     text: str | None = None
     tokens: list[int] | None = None
+    several: list[str | list[int]] | None = None
     if isinstance(prompt, str):
         text = prompt
-    elif prompt and all(isinstance(item, str) for item in prompt):
-        if len(prompt) > 1:
-            raise OpenAIError("Only one prompt per request is supported yet.", param="prompt")
-        text = str(prompt[0])
     elif prompt and all(isinstance(item, int) for item in prompt):
         tokens = [int(item) for item in prompt]  # type: ignore[arg-type]
-    elif prompt and all(isinstance(item, list) for item in prompt):
-        if len(prompt) > 1:
-            raise OpenAIError("Only one prompt per request is supported yet.", param="prompt")
-        tokens = list(prompt[0])  # type: ignore[arg-type]
+    elif prompt and (all(isinstance(item, str) for item in prompt) or all(isinstance(item, list) for item in prompt)):
+        if len(prompt) > MAX_PROMPTS:
+            raise OpenAIError(f"A request may carry at most {MAX_PROMPTS} prompts.", param="prompt")
+        several = [item if isinstance(item, str) else list(item) for item in prompt]  # type: ignore[arg-type]
+        if len(several) == 1:
+            item = several[0]
+            text, tokens, several = (item, None, None) if isinstance(item, str) else (None, item, None)
     else:
         raise OpenAIError("The prompt is empty.", param="prompt")
+    max_tokens = payload.max_tokens if payload.max_tokens is not None else profile.default_max_tokens or 16
+    best_of = payload.best_of if (payload.best_of or 1) > (payload.n or 1) else None
     return GenerationRequest(
         trace_id=trace_id,
         model=model_spec_for(profile),
         prompt=text,
         prompt_tokens=tokens,
-        max_tokens=payload.max_tokens or profile.default_max_tokens or 16,
+        prompts=several,
+        max_tokens=max_tokens,
         stop=payload.stop_list(),
         sampling=sampling_params(payload, profile),
+        # best_of: every choice is made, with its log-probabilities to rank them by (the renderer keeps n).
+        logprobs=logprobs_wanted(payload) if not best_of else (logprobs_wanted(payload) or 0),
+        n=best_of or payload.n or 1,
+        echo=payload.echo,
     )
 
 
@@ -235,7 +270,9 @@ def local_cost(request: EngineRequest, *, context_length: int | None, images: in
     """
     if isinstance(request, EmbeddingRequest):
         return embedding_cost(request.inputs)
-    if request.prompt_tokens is not None:
+    if request.prompts is not None:  # byte-level BPE: no more tokens than bytes (+ a BOS)
+        prompt = sum(len(item) if isinstance(item, list) else len(item.encode()) + 1 for item in request.prompts)
+    elif request.prompt_tokens is not None:
         prompt = len(request.prompt_tokens)
     elif request.messages is not None:
         prompt = sum(_message_bytes(m) + TEMPLATE_TOKENS_PER_MESSAGE for m in request.messages)
@@ -246,5 +283,5 @@ def local_cost(request: EngineRequest, *, context_length: int | None, images: in
         prompt = len((request.prompt or "").encode()) + 1
     if context_length:
         prompt = min(prompt, context_length)
-    completion = request.max_tokens or max(0, (context_length or 0) - prompt)
-    return prompt + completion
+    completion = request.max_tokens if request.max_tokens is not None else max(0, (context_length or 0) - prompt)
+    return prompt + completion * request.n * (len(request.prompts) if request.prompts is not None else 1)

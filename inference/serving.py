@@ -329,9 +329,11 @@ class LocalStream(LedgeredBody):
                     continue
                 ledger.observe(event)
                 if event["type"] == "delta":
-                    yield renderer.stream_delta(event["text"])
+                    yield renderer.stream_delta_event(event)
                 elif event["type"] == "reasoning":
-                    yield renderer.stream_reasoning(event["text"])
+                    yield renderer.stream_reasoning(event["text"], event.get("choice", 0))
+                elif event["type"] == "choice_end":
+                    yield renderer.stream_choice_end(event)
                 elif event["type"] == "tool_call":
                     yield renderer.stream_tool_call(event)
                 elif event["type"] == "tool_arguments":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,3 +167,29 @@ def thinking_for(tokenizer: Any, request: GenerationRequest, prompt: list[int]) 
     if request.thinking_budget is not None and not thinking_off(request):
         thinking.processors.append(ThinkingBudget(markers, inside=inside, budget=request.thinking_budget))
     return thinking
+
+
+def route_reasoning(
+    active: Any, text: str, *, final: bool, deliver: Callable[..., tuple[str, bool]]
+) -> tuple[str, bool]:
+    """A text runner's new output for one request (``active``, a ``text.ActiveRequest``): the reasoning apart
+    (out at once as events), the answer through ``deliver`` (stop strings, tool calls); what ``deliver`` returns."""
+    if active.thinking is None:
+        return deliver(active, text, final=final)
+    splitter = active.thinking.splitter
+    pending, matched = "", False
+    for reasoning, piece in [*splitter.feed(text), *(splitter.finish() if final else [])]:
+        if pending:  # sent before what follows it, so the events keep the output's order
+            active.sink({"type": "delta", "text": pending, "tokens": active.completion_tokens})
+            pending = ""
+        if reasoning:
+            active.sink({"type": "reasoning", "text": piece, "tokens": active.completion_tokens})
+            continue
+        pending, matched = deliver(active, piece, final=False)
+        if matched:
+            return pending, True
+    if final:
+        if pending:
+            active.sink({"type": "delta", "text": pending, "tokens": active.completion_tokens})
+        pending, matched = deliver(active, "", final=True)
+    return pending, matched

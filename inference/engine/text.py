@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from inference.engine.choices import is_grouped
 from inference.engine.config import BatchConfig, KernelConfig
 from inference.engine.grammars import (
     GENERIC_END,
@@ -22,8 +23,10 @@ from inference.engine.grammars import (
     schema_grammar,
     tool_call_grammar,
 )
+from inference.engine.grouped import admit_group
 from inference.engine.kernels import prepare_model
-from inference.engine.reasoning import Thinking, thinking_for
+from inference.engine.logprobs import score_step
+from inference.engine.reasoning import Thinking, route_reasoning, thinking_for
 from inference.engine.runner import Release, Runner
 from inference.engine.sampling import make_request_processors, make_request_sampler
 from inference.engine.stops import StopStringMatcher
@@ -31,7 +34,9 @@ from inference.engine.tokens import forces_calls, render_prompt, tools_of
 from inference.engine.types import EngineError, EventSink, GenerationRequest, GrammarSpec, ModelSpec, finish_event
 
 if TYPE_CHECKING:
+    from inference.engine.choices import ChoiceGroup
     from inference.engine.constrained import GrammarCache, GrammarMask
+    from inference.engine.logprobs import LogprobTrack, TokenTexts
     from inference.engine.toolcalls import ToolCallTracker
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,7 @@ class ActiveRequest:
     mask: GrammarMask | None = None
     tracker: ToolCallTracker | None = None
     thinking: Thinking | None = None  # a thinking model's reasoning split (chat requests only)
+    logprobs: LogprobTrack | None = None
 
 
 def context_length_of(path: str, override: int | None) -> int:
@@ -111,6 +117,9 @@ class TextRunner(Runner):
         self.batch = self._new_batch()
         self.active: dict[int, ActiveRequest] = {}
         self.uid_by_request: dict[str, int] = {}
+        self.groups: dict[str, ChoiceGroup] = {}  # requests of several choices (inference.engine.grouped)
+        self.group_of: dict[str, ChoiceGroup] = {}  # by each choice's own request id
+        self.token_texts: TokenTexts | None = None  # made at the first request with logprobs
 
     def _grammar_cache(self) -> tuple[GrammarCache | None, str]:
         """The model's grammar compiler, built at load (building it for a large vocabulary takes about a
@@ -152,6 +161,8 @@ class TextRunner(Runner):
     def admit(self, request: Any, sink: EventSink) -> None:
         if not isinstance(request, GenerationRequest):
             raise self.wrong_kind("embeddings")
+        if is_grouped(request):
+            return admit_group(self, request, sink)
         if request.images:
             raise EngineError("This model does not take images.", status=400, code="wrong_model_kind", param="messages")
         param = "messages" if request.messages is not None else "prompt"
@@ -186,6 +197,10 @@ class TextRunner(Runner):
         thinking = thinking_for(self.tokenizer, request, prompt)
         if thinking is not None:
             processors = [*processors, *thinking.processors]  # last: a forced end marker overrides the rest
+        track = self._logprob_track(request, sink)
+        if track is not None:
+            track.forced(forced)
+            sink = track
         served = prompt + forced
         cache, rest = self.prefix_cache.fetch_nearest_cache(self.key, served)
         if cache is not None and not rest:
@@ -212,6 +227,7 @@ class TextRunner(Runner):
             mask=mask,
             tracker=tracker,
             thinking=thinking,
+            logprobs=track,
         )
         self.active[uid] = active
         self.uid_by_request[request.request_id] = uid
@@ -225,6 +241,24 @@ class TextRunner(Runner):
                 self._finish(active, "stop", text)
             elif text:
                 sink({"type": "delta", "text": text, "tokens": active.completion_tokens})
+
+    def prompt_budget(self, tokens: list[int], max_tokens: int | None, *, param: str) -> int:
+        """The completion budget of one of a request's prompts (grouped admission); a 400 when it is unfit."""
+        if not tokens or not tokens_in_vocabulary(tokens, self.vocab_size):
+            problem = "is empty" if not tokens else "holds token ids outside the vocabulary"
+            raise EngineError(f"A prompt {problem}.", status=400, code="invalid_request_error", param=param)
+        return check_context(self.context_length, len(tokens), max_tokens, param=param)
+
+    def fresh_detokenizer(self) -> Any:
+        return keeping_leading_space(self.tokenizer.detokenizer)
+
+    def _logprob_track(self, request: GenerationRequest, sink: EventSink) -> LogprobTrack | None:
+        if request.logprobs is None:
+            return None
+        from inference.engine.logprobs import LogprobTrack, TokenTexts
+
+        self.token_texts = self.token_texts or TokenTexts(self.tokenizer)
+        return LogprobTrack(sink, texts=self.token_texts, detokenizer=self.fresh_detokenizer(), top=request.logprobs)
 
     def _grammar_mask(self, spec: GrammarSpec) -> GrammarMask:
         from inference.engine.constrained import GrammarMask
@@ -280,12 +314,15 @@ class TextRunner(Runner):
 
     def step(self) -> None:
         _, responses = self.batch.next()
+        scored = score_step(self.token_texts, responses, self.active) if self.token_texts is not None else {}
         finished: list[int] = []
         for response in responses:
             active = self.active.get(response.uid)
             if active is None:
                 continue
             active.completion_tokens += 1
+            if active.logprobs is not None:  # the row the batch sampled from, already evaluated
+                active.logprobs.add(response.token, scored[response.uid], end_of_text=response.finish_reason == "stop")
             # The batch has already fed this token to the request's grammar (inside the decode step).
             matcher = active.mask.matcher if active.mask is not None else None
             if matcher is not None and matcher.is_error():
@@ -301,7 +338,9 @@ class TextRunner(Runner):
                     active.thinking.counter.observe(response.token)
             if done is not None:
                 active.detokenizer.finalize()
-            text, matched = self._route(active, active.detokenizer.last_segment, final=done is not None)
+            text, matched = route_reasoning(
+                active, active.detokenizer.last_segment, final=done is not None, deliver=self._deliver
+            )
             limit = active.request.max_tool_calls
             tracker = active.tracker
             if done is None and limit is not None and tracker is not None and tracker.completed_calls >= limit:
@@ -318,28 +357,6 @@ class TextRunner(Runner):
                 active.sink({"type": "delta", "text": text, "tokens": active.completion_tokens})
         if finished:
             self.batch.remove(finished)
-
-    def _route(self, active: ActiveRequest, text: str, *, final: bool) -> tuple[str, bool]:
-        """Reasoning apart (out at once as events), the answer through ``_deliver``; what ``_deliver`` returns."""
-        if active.thinking is None:
-            return self._deliver(active, text, final=final)
-        splitter = active.thinking.splitter
-        pending, matched = "", False
-        for reasoning, piece in [*splitter.feed(text), *(splitter.finish() if final else [])]:
-            if pending:  # sent before what follows it, so the events keep the output's order
-                active.sink({"type": "delta", "text": pending, "tokens": active.completion_tokens})
-                pending = ""
-            if reasoning:
-                active.sink({"type": "reasoning", "text": piece, "tokens": active.completion_tokens})
-                continue
-            pending, matched = self._deliver(active, piece, final=False)
-            if matched:
-                return pending, True
-        if final:
-            if pending:
-                active.sink({"type": "delta", "text": pending, "tokens": active.completion_tokens})
-            pending, matched = self._deliver(active, "", final=True)
-        return pending, matched
 
     def _deliver(self, active: ActiveRequest, text: str, *, final: bool) -> tuple[str, bool]:
         """Decoded text through the tool tracker (calls go out as events at once) and the stop strings
@@ -375,7 +392,7 @@ class TextRunner(Runner):
             reason = "tool_calls"
         self.active.pop(active.uid, None)
         self.uid_by_request.pop(active.request.request_id, None)
-        self.release()
+        self._release_for(active.request)
         finish = finish_event(
             reason,
             text=text,
@@ -389,7 +406,23 @@ class TextRunner(Runner):
             finish["stop_sequence"] = active.stops.matched
         active.sink(finish)
 
+    def _release_for(self, request: GenerationRequest) -> None:
+        """A request's slot goes back once: a choice's with the last choice of its request."""
+        group = self.group_of.pop(request.request_id, None)
+        if group is None:
+            self.release()
+            return
+        group.running -= 1
+        if group.running == 0 and group.started:
+            self.groups.pop(group.request_id, None)
+            self.release()
+
     def cancel(self, request_id: str) -> None:
+        group = self.groups.get(request_id)
+        if group is not None:
+            for member in list(group.members):
+                self.cancel(member)
+            return
         uid = self.uid_by_request.get(request_id)
         if uid is None:
             return
@@ -403,10 +436,14 @@ class TextRunner(Runner):
             self.cancel(active.request.request_id)
 
     def _fail(self, active: ActiveRequest, error: EngineError) -> None:
-        self.active.pop(active.uid, None)
+        if self.active.pop(active.uid, None) is None:
+            return  # already ended with the rest of its request's choices
         self.uid_by_request.pop(active.request.request_id, None)
-        self.release()
+        group = self.group_of.get(active.request.request_id)
+        self._release_for(active.request)
         active.sink(error.as_event())
+        for member in group.members if group is not None else ():
+            self.cancel(member)  # one choice failed: the request fails, its other choices end
 
     def fail_all(self, error: EngineError) -> None:
         for active in list(self.active.values()):

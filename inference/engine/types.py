@@ -96,6 +96,19 @@ class GenerationRequest:
     prefill: bool = False
     request_id: str = field(default_factory=new_engine_id)
     trace_id: str = ""  # the client-facing request id, for the engine's log lines only
+    # Log-probabilities of the generated tokens, with this many alternatives (0 to 20) per token; None: none.
+    logprobs: int | None = None
+    # Choices per prompt, each its own row of the batch and its own sampling stream (seed + i).
+    n: int = 1
+    # Several prompts in one request (text completions): ``prompt`` / ``prompt_tokens`` unset; choice
+    # ``p * n + j`` answers prompt ``p``.
+    prompts: list[str | list[int]] | None = None
+    # The prompt's own text (and log-probabilities, with ``logprobs``) comes first in each choice.
+    echo: bool = False
+
+    @property
+    def choices(self) -> int:
+        return self.n * (len(self.prompts) if self.prompts is not None else 1)
 
 
 @dataclass
@@ -133,10 +146,21 @@ class AcceptedEvent(TypedDict):
     cached_tokens: int
 
 
+class TokenLogprob(TypedDict):
+    """One token's log-probability (None for a prompt's first token) and its ``top`` alternatives as
+    (text, log-probability), best first; the ``text`` of a request's tokens concatenates to its text."""
+
+    text: str
+    logprob: float | None
+    top: list[tuple[str, float]] | None
+
+
 class DeltaEvent(TypedDict):
     type: Literal["delta"]
     text: str
-    tokens: int  # tokens generated so far
+    tokens: int  # tokens generated so far (by every choice of the request)
+    logprobs: NotRequired[list[TokenLogprob]]  # the tokens of ``text``, when the request asks
+    choice: NotRequired[int]  # which choice, when a request has several (absent: 0)
 
 
 class ReasoningEvent(TypedDict):
@@ -145,6 +169,7 @@ class ReasoningEvent(TypedDict):
     type: Literal["reasoning"]
     text: str
     tokens: int  # tokens generated so far
+    choice: NotRequired[int]  # which choice, when a request has several (absent: 0)
 
 
 class ToolCallEvent(TypedDict):
@@ -154,6 +179,7 @@ class ToolCallEvent(TypedDict):
     index: int
     id: str  # "call_…"; Anthropic's renderer shows it as is
     name: str
+    choice: NotRequired[int]
 
 
 class ToolArgumentsEvent(TypedDict):
@@ -162,6 +188,7 @@ class ToolArgumentsEvent(TypedDict):
     type: Literal["tool_arguments"]
     index: int
     arguments: str
+    choice: NotRequired[int]
 
 
 class FinishEvent(TypedDict):
@@ -173,6 +200,22 @@ class FinishEvent(TypedDict):
     cached_tokens: int
     reasoning_tokens: NotRequired[int]  # of completion_tokens, those generated inside thinking
     stop_sequence: NotRequired[str]  # the stop string that ended the output, when one did
+    logprobs: NotRequired[list[TokenLogprob]]  # the tokens of ``text``, when the request asks
+    choices: NotRequired[int]  # a request of several choices: each ended with a ChoiceEndEvent before this
+
+
+class ChoiceEndEvent(TypedDict):
+    """One choice of a request with several ends (its held-back text, its reason); the request's own
+    ``finish`` follows the last one, with the usage of them all."""
+
+    type: Literal["choice_end"]
+    choice: int
+    text: str
+    finish_reason: Literal["stop", "length", "cancelled", "tool_calls"]
+    completion_tokens: int
+    logprobs: NotRequired[list[TokenLogprob]]
+    reasoning_tokens: NotRequired[int]
+    stop_sequence: NotRequired[str]
 
 
 class EmbeddingsEvent(TypedDict):
@@ -211,6 +254,7 @@ EngineEvent = (
     | ToolCallEvent
     | ToolArgumentsEvent
     | FinishEvent
+    | ChoiceEndEvent
     | EmbeddingsEvent
     | ErrorEvent
 )

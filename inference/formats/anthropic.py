@@ -109,7 +109,7 @@ class MessagesRenderer(Renderer):
         delta = {"type": "content_block_delta", "index": self.block, "delta": {"type": "text_delta", "text": text}}
         return frames + sse_event("content_block_delta", delta)
 
-    def stream_reasoning(self, text: str) -> bytes:
+    def stream_reasoning(self, text: str, choice: int = 0) -> bytes:
         if not self.thinking:
             return b""
         block = {"type": "thinking", "thinking": "", "signature": ""}

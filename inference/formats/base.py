@@ -7,7 +7,15 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
-from inference.engine.types import AcceptedEvent, EngineEvent, FinishEvent, ToolArgumentsEvent, ToolCallEvent
+from inference.engine.types import (
+    AcceptedEvent,
+    ChoiceEndEvent,
+    DeltaEvent,
+    EngineEvent,
+    FinishEvent,
+    ToolArgumentsEvent,
+    ToolCallEvent,
+)
 from inference.errors import OpenAIError
 
 
@@ -26,9 +34,16 @@ class Renderer(ABC):
     @abstractmethod
     def stream_delta(self, text: str) -> bytes: ...
 
-    def stream_reasoning(self, text: str) -> bytes:
+    def stream_reasoning(self, text: str, choice: int = 0) -> bytes:
         """A piece of a thinking model's reasoning; never part of the answer's text (dropped by default)."""
         return b""
+
+    def stream_delta_event(self, event: DeltaEvent) -> bytes:
+        """A delta with what else it carries (a choice's index, log-probabilities), where a protocol shows it."""
+        return self.stream_delta(event["text"])
+
+    def stream_choice_end(self, event: ChoiceEndEvent) -> bytes:
+        raise AssertionError(f"{type(self).__name__} serves one choice per request")
 
     def stream_tool_call(self, event: ToolCallEvent) -> bytes:
         raise AssertionError(f"{type(self).__name__} serves no tools")

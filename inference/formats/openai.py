@@ -10,16 +10,18 @@ from typing import Any
 import numpy as np
 
 from inference.constants import OWNED_BY, SSE_DONE, SSE_HEARTBEAT
-from inference.engine.types import EmbeddingsEvent, EngineEvent, FinishEvent, ToolArgumentsEvent, ToolCallEvent
-from inference.errors import OpenAIError, error_body
-from inference.formats.base import (
-    Renderer,
-    compact_json,
-    reasoning_text,
-    reasoning_tokens,
-    text_and_finish,
-    tool_calls,
+from inference.engine.types import (
+    ChoiceEndEvent,
+    DeltaEvent,
+    EmbeddingsEvent,
+    EngineEvent,
+    FinishEvent,
+    TokenLogprob,
+    ToolArgumentsEvent,
+    ToolCallEvent,
 )
+from inference.errors import OpenAIError, error_body
+from inference.formats.base import Renderer, compact_json, reasoning_text, reasoning_tokens, tool_calls
 
 
 def sse_data(payload: dict[str, Any]) -> bytes:
@@ -59,6 +61,68 @@ def _usage(finish: FinishEvent) -> dict[str, Any]:
     )
 
 
+def choices_of(events: list[EngineEvent]) -> dict[int, tuple[list[EngineEvent], FinishEvent | ChoiceEndEvent]]:
+    """Each choice's events and how it ended (a request of one choice ends with its finish)."""
+    finish = events[-1]
+    assert finish["type"] == "finish"
+    single = "choices" not in finish
+    by_choice: dict[int, list[EngineEvent]] = {}
+    ends: dict[int, FinishEvent | ChoiceEndEvent] = {0: finish} if single else {}
+    for event in events:
+        if event["type"] == "choice_end":
+            ends[event["choice"]] = event
+        elif event["type"] in ("delta", "reasoning", "tool_call", "tool_arguments", "finish"):
+            by_choice.setdefault(event.get("choice", 0), []).append(event)  # type: ignore[union-attr,arg-type]
+    return {index: (by_choice.get(index, []), ends[index]) for index in sorted(ends)}
+
+
+def chat_logprobs(entries: list[TokenLogprob]) -> dict[str, Any]:
+    """Chat's ``logprobs.content``: each token with its UTF-8 bytes and its alternatives."""
+
+    def token(text: str, logprob: float | None) -> dict[str, Any]:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    content = [
+        {**token(e["text"], e["logprob"]), "top_logprobs": [token(t, v) for t, v in e["top"] or []]} for e in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+def completion_logprobs(entries: list[TokenLogprob], offset: int) -> dict[str, Any]:
+    """Text completions' ``logprobs``: parallel lists, ``text_offset`` counted in the choice's text."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry["text"])
+    tops: list[dict[str, float] | None] = []
+    for entry in entries:
+        best: dict[str, float] = {}
+        for text, value in entry["top"] or []:
+            best.setdefault(text, value)  # two ids with one text: the better one
+        tops.append(None if entry["top"] is None else best)
+    return {
+        "tokens": [entry["text"] for entry in entries],
+        "token_logprobs": [entry["logprob"] for entry in entries],
+        "top_logprobs": tops,
+        "text_offset": offsets,
+    }
+
+
+def mean_logprob(entries: list[TokenLogprob]) -> float:
+    values = [entry["logprob"] for entry in entries if entry["logprob"] is not None]
+    return sum(values) / len(values) if values else 0.0
+
+
+def best_rows(rows: list[Any], made: int, kept: int) -> list[Any]:
+    """``best_of``: of each prompt's ``made`` choices, the ``kept`` with the best mean log-probability per
+    token, best first (OpenAI's rule), prompt by prompt."""
+    best = []
+    for start in range(0, len(rows), made):
+        group = sorted(rows[start : start + made], key=lambda row: mean_logprob(row[3]), reverse=True)
+        best += group[:kept]
+    return best
+
+
 class CompletionRenderer(Renderer):
     """/v1/completions: ``text_completion`` objects, streamed or whole."""
 
@@ -66,11 +130,23 @@ class CompletionRenderer(Renderer):
     chunk_object = "text_completion"
     id_prefix = "cmpl"
 
-    def __init__(self, *, model: str, include_usage: bool) -> None:
+    def __init__(self, *, model: str, include_usage: bool, logprobs: bool = False, choices: int = 1) -> None:
         self.model = model
         self.include_usage = include_usage
         self.id = new_completion_id(self.id_prefix)
         self.created = int(time.time())
+        self.logprobs = logprobs  # whether the request asked (else every choice's logprobs is null)
+        self.choices = choices
+        self.offsets: dict[int, int] = {}  # characters streamed so far, per choice (for text_offset)
+        self.best_of: tuple[int, int] | None = None  # (choices made per prompt, choices kept per prompt)
+
+    def render_logprobs(self, entries: list[TokenLogprob] | None, index: int) -> dict[str, Any] | None:
+        if not self.logprobs:
+            return None
+        entries = entries or []
+        rendered = completion_logprobs(entries, self.offsets.get(index, 0))
+        self.offsets[index] = self.offsets.get(index, 0) + sum(len(entry["text"]) for entry in entries)
+        return rendered
 
     def envelope(self, object_name: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -82,14 +158,22 @@ class CompletionRenderer(Renderer):
             "choices": choices,
         }
 
-    def choice(self, text: str, reason: str) -> dict[str, Any]:
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+    def choice(
+        self, text: str, reason: str, *, index: int = 0, entries: list[TokenLogprob] | None = None
+    ) -> dict[str, Any]:
+        logprobs = self.render_logprobs(entries, index)
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
 
-    def delta(self, text: str | None, reason: str | None) -> dict[str, Any]:
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": reason}
+    def delta(
+        self, text: str | None, reason: str | None, *, index: int = 0, entries: list[TokenLogprob] | None = None
+    ) -> dict[str, Any]:
+        logprobs = self.render_logprobs(entries, index) if entries is not None else None
+        return {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": reason}
 
-    def chunk(self, text: str | None, reason: str | None) -> bytes:
-        chunk = self.envelope(self.chunk_object, [self.delta(text, reason)])
+    def chunk(
+        self, text: str | None, reason: str | None, *, index: int = 0, entries: list[TokenLogprob] | None = None
+    ) -> bytes:
+        chunk = self.envelope(self.chunk_object, [self.delta(text, reason, index=index, entries=entries)])
         if self.include_usage:
             chunk["usage"] = None
         return sse_data(chunk)
@@ -97,9 +181,20 @@ class CompletionRenderer(Renderer):
     def stream_delta(self, text: str) -> bytes:
         return self.chunk(text, None)
 
+    def stream_delta_event(self, event: DeltaEvent) -> bytes:
+        return self.chunk(event["text"], None, index=event.get("choice", 0), entries=event.get("logprobs"))
+
+    def stream_choice_end(self, event: ChoiceEndEvent) -> bytes:
+        index, entries = event["choice"], event.get("logprobs")
+        frames = self.chunk(event["text"], None, index=index, entries=entries) if event["text"] or entries else b""
+        return frames + self.chunk(None, finish_reason(event), index=index)  # type: ignore[arg-type]
+
     def stream_finish(self, finish: FinishEvent) -> bytes:
-        frames = self.chunk(finish["text"], None) if finish["text"] else b""
-        frames += self.chunk(None, finish_reason(finish))
+        frames = b""
+        if "choices" not in finish:  # a request of several choices ended each with stream_choice_end
+            entries = finish.get("logprobs")
+            frames = self.chunk(finish["text"], None, entries=entries) if finish["text"] or entries else b""
+            frames += self.chunk(None, finish_reason(finish))
         if self.include_usage:
             usage = self.envelope(self.chunk_object, [])
             usage["usage"] = _usage(finish)
@@ -116,10 +211,27 @@ class CompletionRenderer(Renderer):
         return SSE_DONE
 
     def body(self, events: list[EngineEvent]) -> dict[str, Any]:
-        text, finish = text_and_finish(events)
-        body = self.envelope(self.object_name, [self.choice(text, finish_reason(finish))])
+        finish = events[-1]
+        assert finish["type"] == "finish"
+        rows = []
+        for index, (own, end) in choices_of(events).items():
+            pieces = [event for event in own if event["type"] in ("delta", "finish")]
+            text = "".join(event["text"] for event in pieces) + (end["text"] if end["type"] == "choice_end" else "")
+            sources = pieces if end["type"] == "finish" else [*pieces, end]
+            entries = [entry for event in sources for entry in event.get("logprobs", [])]  # type: ignore[union-attr]
+            rows.append((index, text, end, entries, own))
+        if self.best_of is not None:
+            rows = best_rows(rows, *self.best_of)
+        choices = [
+            self.with_calls(self.choice(text, finish_reason(end), index=index, entries=entries), own)  # type: ignore[arg-type]
+            for index, (_, text, end, entries, own) in enumerate(rows)
+        ]
+        body = self.envelope(self.object_name, choices)
         body["usage"] = _usage(finish)
         return body
+
+    def with_calls(self, choice: dict[str, Any], events: list[EngineEvent]) -> dict[str, Any]:
+        return choice
 
 
 class ChatRenderer(CompletionRenderer):
@@ -129,24 +241,37 @@ class ChatRenderer(CompletionRenderer):
     chunk_object = "chat.completion.chunk"
     id_prefix = "chatcmpl"
 
-    def choice(self, text: str, reason: str) -> dict[str, Any]:
+    def render_logprobs(self, entries: list[TokenLogprob] | None, index: int) -> dict[str, Any] | None:
+        return chat_logprobs(entries or []) if self.logprobs else None
+
+    def choice(
+        self, text: str, reason: str, *, index: int = 0, entries: list[TokenLogprob] | None = None
+    ) -> dict[str, Any]:
         message = {"role": "assistant", "content": text, "refusal": None}
-        return {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
+        return {
+            "index": index,
+            "message": message,
+            "logprobs": self.render_logprobs(entries, index),
+            "finish_reason": reason,
+        }
 
-    def delta(self, text: str | None, reason: str | None) -> dict[str, Any]:
+    def delta(
+        self, text: str | None, reason: str | None, *, index: int = 0, entries: list[TokenLogprob] | None = None
+    ) -> dict[str, Any]:
         delta = {} if text is None else {"content": text}
-        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        logprobs = self.render_logprobs(entries, index) if entries is not None else None
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
 
-    def _tool_chunk(self, call: dict[str, Any]) -> bytes:
-        chunk = self.envelope(self.chunk_object, [self.delta(None, None)])
+    def _tool_chunk(self, call: dict[str, Any], index: int = 0) -> bytes:
+        chunk = self.envelope(self.chunk_object, [self.delta(None, None, index=index)])
         chunk["choices"][0]["delta"] = {"tool_calls": [call]}
         if self.include_usage:
             chunk["usage"] = None
         return sse_data(chunk)
 
-    def stream_reasoning(self, text: str) -> bytes:
+    def stream_reasoning(self, text: str, choice: int = 0) -> bytes:
         # reasoning_content as DeepSeek and vLLM name it; reasoning as OpenRouter and mlx-lm do.
-        chunk = self.envelope(self.chunk_object, [self.delta(None, None)])
+        chunk = self.envelope(self.chunk_object, [self.delta(None, None, index=choice)])
         chunk["choices"][0]["delta"] = {"reasoning_content": text, "reasoning": text}
         if self.include_usage:
             chunk["usage"] = None
@@ -154,32 +279,36 @@ class ChatRenderer(CompletionRenderer):
 
     def stream_tool_call(self, event: ToolCallEvent) -> bytes:
         function = {"name": event["name"], "arguments": ""}
-        return self._tool_chunk({"index": event["index"], "id": event["id"], "type": "function", "function": function})
+        call = {"index": event["index"], "id": event["id"], "type": "function", "function": function}
+        return self._tool_chunk(call, event.get("choice", 0))
 
     def stream_tool_arguments(self, event: ToolArgumentsEvent) -> bytes:
-        return self._tool_chunk({"index": event["index"], "function": {"arguments": event["arguments"]}})
+        call = {"index": event["index"], "function": {"arguments": event["arguments"]}}
+        return self._tool_chunk(call, event.get("choice", 0))
 
-    def body(self, events: list[EngineEvent]) -> dict[str, Any]:
-        body = super().body(events)
+    def with_calls(self, choice: dict[str, Any], events: list[EngineEvent]) -> dict[str, Any]:
         thought = reasoning_text(events)
-        if thought:
-            body["choices"][0]["message"].update(reasoning_content=thought, reasoning=thought)
+        if thought:  # reasoning_content as DeepSeek and vLLM name it; reasoning as OpenRouter and mlx-lm do
+            choice["message"].update(reasoning_content=thought, reasoning=thought)
         calls = tool_calls(events)
         if calls:
-            message = body["choices"][0]["message"]
+            message = choice["message"]
             message["content"] = message["content"] or None
             message["tool_calls"] = [
                 {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
                 for call in calls
             ]
-        return body
+        return choice
 
     def stream_start(self, accepted: Any) -> bytes:
-        chunk = self.envelope(self.chunk_object, [self.delta(None, None)])
-        chunk["choices"][0]["delta"] = {"role": "assistant", "content": ""}
-        if self.include_usage:
-            chunk["usage"] = None
-        return sse_data(chunk)
+        frames = b""
+        for index in range(self.choices):
+            chunk = self.envelope(self.chunk_object, [self.delta(None, None, index=index)])
+            chunk["choices"][0]["delta"] = {"role": "assistant", "content": ""}
+            if self.include_usage:
+                chunk["usage"] = None
+            frames += sse_data(chunk)
+        return frames
 
 
 class EmbeddingsRenderer:

@@ -82,7 +82,7 @@ class ResponsesRenderer(Renderer):
     def stream_delta(self, text: str) -> bytes:
         return sse_frames(self.builder.text(text))
 
-    def stream_reasoning(self, text: str) -> bytes:
+    def stream_reasoning(self, text: str, choice: int = 0) -> bytes:
         return sse_frames(self.builder.reasoning(text))
 
     def stream_tool_call(self, event: ToolCallEvent) -> bytes:

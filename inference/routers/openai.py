@@ -40,7 +40,13 @@ class ChatCompletions(Endpoint[ChatCompletionRequest]):
         return self.images
 
     def renderer(self) -> ChatRenderer:
-        return ChatRenderer(model=self.payload.model, include_usage=self.payload.include_usage)
+        payload = self.payload
+        return ChatRenderer(
+            model=payload.model,
+            include_usage=payload.include_usage,
+            logprobs=bool(payload.logprobs),
+            choices=payload.n or 1,
+        )
 
     async def cloud(self, serving: Serving, target: Target) -> HttpResponseBase:
         body = self.payload.model_dump(exclude_none=True)
@@ -70,7 +76,21 @@ class Completions(Endpoint[CompletionRequest]):
         return completion_request(payload=self.payload, profile=profile, trace_id=serving.trace_id)
 
     def renderer(self) -> CompletionRenderer:
-        return CompletionRenderer(model=self.payload.model, include_usage=self.payload.include_usage)
+        payload = self.payload
+        prompts = (
+            len(payload.prompt)
+            if isinstance(payload.prompt, list) and payload.prompt and isinstance(payload.prompt[0], str | list)
+            else 1
+        )
+        renderer = CompletionRenderer(
+            model=payload.model,
+            include_usage=payload.include_usage,
+            logprobs=payload.logprobs is not None,
+            choices=(payload.n or 1) * prompts,
+        )
+        if (payload.best_of or 1) > (payload.n or 1):
+            renderer.best_of = (payload.best_of or 1, payload.n or 1)
+        return renderer
 
     async def cloud(self, serving: Serving, target: Target) -> HttpResponseBase:
         # Text completions are a legacy endpoint: OpenAI-shaped upstreams serve them, Anthropic's API has none.

@@ -19,6 +19,10 @@ MAX_SEED = 2**64 - 1
 MODEL_NAME = Field(min_length=1, max_length=200)
 # One request embeds at most this many inputs, as OpenAI's endpoint allows.
 MAX_EMBEDDING_INPUTS = 2048
+# Alternatives per token (OpenAI's limit), choices per prompt, prompts per text completion.
+MAX_TOP_LOGPROBS = 20
+MAX_CHOICES = 16
+MAX_PROMPTS = 64
 CACHE_HINTS = frozenset({"cache_control", "prompt_cache_breakpoint"})
 
 
@@ -177,8 +181,8 @@ class SamplingFields(ClientModel):
     stream_options: StreamOptions | None = None
     user: Text | None = Field(default=None, max_length=256)
     n: int | None = Field(default=None, ge=1, le=128)
-    logprobs: Any = None
-    top_logprobs: int | None = None
+    logprobs: Any = None  # chat: a boolean; completions: how many alternatives per token (checked per endpoint)
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     @field_validator("logit_bias")
     @classmethod
@@ -238,6 +242,7 @@ class ChatCompletionRequest(SamplingFields):
 
 class CompletionRequest(SamplingFields):
     prompt: Text | list[Text] | list[int] | list[list[int]]
+    max_tokens: int | None = Field(default=None, ge=0)  # 0 with echo scores the prompt, generating nothing
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None

@@ -32,11 +32,11 @@ def assert_openai_error(response: httpx.Response, *, status: int, param: str | N
     ("fields", "param"),
     [
         ({"tool_choice": "required"}, "tool_choice"),  # a call asked for, and no tools to call
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 3}, "top_logprobs"),
-        ({"n": 2}, "n"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),  # OpenAI's limit is 20
+        ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs: true
+        ({"n": 17}, "n"),  # at most 16 choices
     ],
-    ids=["tool_choice", "logprobs", "top_logprobs", "n"],
+    ids=["tool_choice", "top_logprobs_21", "top_logprobs_alone", "n_17"],
 )
 def test_an_unsupported_chat_field_is_a_400_naming_it(openai_client, fields, param):
     with pytest.raises(openai.BadRequestError) as caught:
@@ -48,12 +48,19 @@ def test_an_unsupported_chat_field_is_a_400_naming_it(openai_client, fields, par
 
 @pytest.mark.parametrize(
     ("fields", "param"),
-    [({"echo": True}, "echo"), ({"logprobs": 2}, "logprobs"), ({"n": 2}, "n"), ({"best_of": 3}, "best_of")],
-    ids=["echo", "logprobs", "n", "best_of"],
+    [
+        ({"suffix": "end"}, "suffix"),
+        ({"logprobs": 21}, "logprobs"),
+        ({"n": 17}, "n"),
+        ({"best_of": 2, "n": 3}, "best_of"),  # fewer made than returned
+        ({"best_of": 3, "stream": True}, "best_of"),  # the best are known only at the end
+        ({"max_tokens": 0}, "max_tokens"),  # 0 scores a prompt, with echo only
+    ],
+    ids=["suffix", "logprobs_21", "n_17", "best_of_below_n", "best_of_streamed", "max_tokens_0"],
 )
 def test_an_unsupported_completion_field_is_a_400_naming_it(openai_client, fields, param):
     with pytest.raises(openai.BadRequestError) as caught:
-        openai_client.completions.create(model="demo", prompt="hello", max_tokens=2, **fields)
+        openai_client.completions.create(**{"model": "demo", "prompt": "hello", "max_tokens": 2, **fields})
 
     assert caught.value.param == param
 
@@ -195,7 +202,7 @@ ERRORS = {
     "unsupported": (
         "POST",
         "/v1/chat/completions",
-        json.dumps({"model": "demo", "messages": MESSAGES, "n": 3}).encode(),
+        json.dumps({"model": "demo", "messages": MESSAGES, "n": 17}).encode(),
         True,
     ),
     "unknown-model": ("POST", "/v1/completions", json.dumps({"model": "nope", "prompt": "x"}).encode(), True),
@@ -314,7 +321,8 @@ WEIRD_COMPLETION_BODIES = {
     "token-outside-vocabulary": {"model": "demo", "prompt": [10**9], "max_tokens": 2},
     "negative-token": {"model": "demo", "prompt": [-1], "max_tokens": 2},
     "mixed-prompt": {"model": "demo", "prompt": ["a", 1], "max_tokens": 2},
-    "two-prompts": {"model": "demo", "prompt": ["a", "b"], "max_tokens": 2},
+    "an-empty-prompt-of-two": {"model": "demo", "prompt": ["a", ""], "max_tokens": 2},
+    "too-many-prompts": {"model": "demo", "prompt": ["a"] * 65, "max_tokens": 2},
     "lone-surrogate-prompt": {"model": "demo", "prompt": "\ud800", "max_tokens": 2},
 }
 

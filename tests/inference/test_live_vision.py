@@ -158,3 +158,14 @@ def test_anthropic_count_tokens_counts_the_images_of_a_vision_model(live_hub, vi
     assert counted == answered.usage.input_tokens + (answered.usage.cache_read_input_tokens or 0)
     without = claude.messages.count_tokens(model=vision_model, messages=text_only).input_tokens  # type: ignore[arg-type]
     assert counted - without >= PALIGEMMA_IMAGE_TOKENS
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"), [({"n": 2}, "n"), ({"logprobs": True}, "logprobs")], ids=["n", "logprobs"]
+)
+def test_a_vision_model_refuses_what_its_runtime_cannot_make(openai_client, vision_model, fields, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        openai_client.chat.completions.create(
+            model=vision_model, messages=[{"role": "user", "content": "describe"}], max_tokens=1, **fields
+        )
+    assert caught.value.param == param

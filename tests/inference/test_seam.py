@@ -147,8 +147,16 @@ def test_requests_cross_the_seam_as_bytes_and_come_back_equal():
         ),
     )
     embedding = EmbeddingRequest(model={"key": "/e", "path": "/e", "context_length": None}, inputs=["a", [1, 2]])
+    scoring = GenerationRequest(
+        model={"key": "/m", "path": "/m", "context_length": None},
+        prompts=["a", [1, 2, 3]],
+        max_tokens=0,
+        logprobs=5,
+        n=3,
+        echo=True,
+    )
 
-    for request in (chat, embedding):
+    for request in (chat, embedding, scoring):
         packed = msgpack.packb(to_wire(request), use_bin_type=True)
         assert request_from_wire(msgpack.unpackb(packed, raw=False, strict_map_key=False)) == request
 
