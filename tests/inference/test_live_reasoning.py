@@ -167,3 +167,29 @@ def test_a_budget_not_below_max_tokens_is_refused_in_anthropics_shape(claude: an
             model=thinker, max_tokens=8, messages=USER, thinking={"type": "enabled", "budget_tokens": 8}
         )
     assert "budget_tokens" in str(refused.value)
+
+
+def test_each_of_n_choices_keeps_its_own_thinking_streamed_and_not(openai_client: openai.OpenAI, thinker: str):
+    body: dict[str, Any] = {"model": thinker, "messages": USER, "max_tokens": 10, "n": 3, "seed": 7}
+    whole = openai_client.chat.completions.create(**body, extra_body={"thinking_token_budget": 3})
+    chunks = list(
+        openai_client.chat.completions.create(
+            **body, stream=True, stream_options={"include_usage": True}, extra_body={"thinking_token_budget": 3}
+        )
+    )
+
+    assert [choice.index for choice in whole.choices] == [0, 1, 2]
+    for choice in whole.choices:
+        assert extra(choice.message, "reasoning_content")
+        assert "think>" not in (choice.message.content or "")
+    assert whole.usage is not None and whole.usage.completion_tokens_details is not None
+    assert whole.usage.completion_tokens_details.reasoning_tokens == 3 * 3
+    streamed: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + (extra(choice.delta, "reasoning_content") or "")
+    assert sorted(streamed) == [0, 1, 2] and all(streamed.values())
+    assert [streamed[i] for i in range(3)] == [extra(choice.message, "reasoning_content") for choice in whole.choices]
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    assert usage.completion_tokens_details.reasoning_tokens == 3 * 3
