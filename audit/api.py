@@ -7,6 +7,8 @@ from typing import cast
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import serializers
 from rest_framework.pagination import LimitOffsetPagination
@@ -46,6 +48,10 @@ class UsageQuery(serializers.Serializer):
 class AuditLogView(APIView):
     read_role = Role.VIEWER
 
+    @extend_schema(
+        parameters=[AuditQuery, OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses=AuditLogSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         query = AuditQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -63,6 +69,7 @@ class AuditLogView(APIView):
 class UsageView(APIView):
     read_role = Role.VIEWER
 
+    @extend_schema(parameters=[UsageQuery], responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         query = UsageQuery(data=request.query_params)
         query.is_valid(raise_exception=True)

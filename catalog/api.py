@@ -8,12 +8,15 @@ the memory budget is a 503 with Retry-After.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any, cast
 
 from django.contrib.auth.models import User
 from django.db.models import ProtectedError, QuerySet
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from rest_framework import generics, serializers, status, viewsets
 from rest_framework.exceptions import APIException, NotFound, ValidationError
@@ -174,9 +177,14 @@ class LocalModelSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
         return [profile.name for profile in local_model.profiles.all()]
 
 
+# What a hub revision can be (a branch, a tag, a commit, refs/pr/N), and no more: it travels in the hub's URL.
+REVISION_PATTERN = re.compile(r"[A-Za-z0-9._/-]{1,100}")
+
+
 class HubSearchView(APIView):
     read_role = Role.VIEWER
 
+    @extend_schema(parameters=[SearchParamsSerializer], responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         params = SearchParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -190,13 +198,17 @@ class HubSearchView(APIView):
 class HubModelView(APIView):
     read_role = Role.VIEWER
 
+    @extend_schema(parameters=[OpenApiParameter("revision", str)], responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, repo_id: str) -> Response:
         try:
             validate_repo_id(repo_id)
         except HFValidationError as exc:
             raise ValidationError({"repo_id": [str(exc)]}) from exc
+        revision = request.query_params.get("revision")
+        if revision is not None and not REVISION_PATTERN.fullmatch(revision):
+            raise ValidationError({"revision": ["A branch, tag or commit: letters, digits and . _ - /."]})
         try:
-            detail: dict[str, Any] = hub_model_detail(repo_id=repo_id, revision=request.query_params.get("revision"))
+            detail: dict[str, Any] = hub_model_detail(repo_id=repo_id, revision=revision)
         except HubError as exc:
             raise _problem_from(exc) from exc
         local = LocalModel.objects.filter(repo_id=repo_id).values_list("pk", flat=True).first()
@@ -209,11 +221,18 @@ class HubModelView(APIView):
 class DownloadListView(generics.GenericAPIView):  # type: ignore[type-arg]
     read_role = Role.VIEWER
     write_role = Role.MEMBER
+    serializer_class = DownloadSerializer  # for the schema; the methods name their serializers
 
+    @extend_schema(
+        operation_id="catalog_downloads_list",
+        parameters=[OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses=DownloadSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(downloads_visible())
         return self.get_paginated_response(DownloadSerializer(page, many=True).data)
 
+    @extend_schema(request=DownloadRequestSerializer, responses={200: DownloadSerializer, 201: DownloadSerializer})
     def post(self, request: Request) -> Response:
         body = DownloadRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -234,6 +253,7 @@ class DownloadListView(generics.GenericAPIView):  # type: ignore[type-arg]
 class DownloadDetailView(APIView):
     read_role = Role.VIEWER
 
+    @extend_schema(responses=DownloadSerializer)
     def get(self, request: Request, pk: int) -> Response:
         return Response(DownloadSerializer(get_object_or_404(downloads_visible(), pk=pk)).data)
 
@@ -244,6 +264,7 @@ class DownloadActionView(APIView):
     write_role = Role.MEMBER
     actions = {"pause": download_pause, "resume": download_resume, "cancel": download_cancel}
 
+    @extend_schema(request=None, responses=DownloadSerializer)
     def post(self, request: Request, pk: int, action: str) -> Response:
         download = get_object_or_404(Download, pk=pk)
         try:
@@ -257,9 +278,11 @@ class LocalModelListView(APIView):
     read_role = Role.VIEWER
     write_role = Role.ADMIN
 
+    @extend_schema(responses=LocalModelSerializer(many=True))
     def get(self, request: Request) -> Response:
         return Response(LocalModelSerializer(local_models_listed(), many=True).data)
 
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request) -> Response:
         """POST local/ scans the models folder and the Hugging Face cache."""
         result = local_models_scan()
@@ -276,9 +299,11 @@ class LocalModelDetailView(APIView):
     read_role = Role.VIEWER
     write_role = Role.ADMIN
 
+    @extend_schema(responses=LocalModelSerializer)
     def get(self, request: Request, pk: int) -> Response:
         return Response(LocalModelSerializer(get_object_or_404(local_models_listed(), pk=pk)).data)
 
+    @extend_schema(parameters=[OpenApiParameter("force", bool)], responses=OpenApiTypes.OBJECT)
     def delete(self, request: Request, pk: int) -> Response:
         local_model = get_object_or_404(LocalModel, pk=pk)
         force = request.query_params.get("force", "").lower() in {"1", "true", "yes"}
@@ -289,15 +314,20 @@ class LocalModelDetailView(APIView):
         return Response(asdict(deleted))
 
 
+TOKEN_STATE = inline_serializer("HubTokenState", {"set": serializers.BooleanField()})
+
+
 class HubTokenView(APIView):
     """PUT stores the token (encrypted; it is never returned), DELETE forgets it, GET says whether one is set."""
 
     read_role = Role.ADMIN
     write_role = Role.ADMIN
 
+    @extend_schema(responses=TOKEN_STATE)
     def get(self, request: Request) -> Response:
         return Response({"set": hub_token_is_set()})
 
+    @extend_schema(request=inline_serializer("HubToken", {"token": serializers.CharField()}), responses=TOKEN_STATE)
     def put(self, request: Request) -> Response:
         token = str(request.data.get("token", "")).strip() if hasattr(request.data, "get") else ""
         if not token:
@@ -305,6 +335,7 @@ class HubTokenView(APIView):
         hub_token_set(token=token, actor=cast(User, request.user))
         return Response({"set": True})
 
+    @extend_schema(responses={204: None})
     def delete(self, request: Request) -> Response:
         hub_token_clear(actor=cast(User, request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -368,6 +399,7 @@ class ModelLoadView(APIView):
     read_role = Role.ADMIN
     write_role = Role.ADMIN
 
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, name: str) -> Response:
         profile = get_object_or_404(Profile.objects.select_related("local_model"), name=name)
         try:
@@ -383,6 +415,7 @@ class ModelUnloadView(APIView):
     read_role = Role.ADMIN
     write_role = Role.ADMIN
 
+    @extend_schema(request=UnloadSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, name: str) -> Response:
         profile = get_object_or_404(Profile.objects.select_related("local_model"), name=name)
         body = UnloadSerializer(data=request.data)
@@ -399,6 +432,7 @@ class UnknownUrlView(APIView):
 
     permission_classes: list[Any] = []
     authentication_classes: list[Any] = []
+    schema = None  # a catch-all, not an operation
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         raise NotFound(f"Unknown URL: {request.method} {request.path}")

@@ -1,0 +1,44 @@
+"""What the schemathesis run (test_live_fuzz.py) found, one regression test each, in-process."""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.mlxhub.test_control_api import assert_problem, logged_in
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/keys/abc/", "/api/keys/%F3%93%86%88/", "/api/teams/x1/", "/api/keys/1e3/revoke/"]
+)
+def test_an_id_that_is_not_a_number_is_a_404_problem(alice, path):
+    assert_problem(logged_in(alice).get(path) if "revoke" not in path else logged_in(alice).post(path), 404)
+
+
+def test_the_schema_lists_the_control_api(alice):
+    response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {"/api/keys/{id}/", "/api/routing/rules/", "/api/catalog/downloads/"} <= set(paths)
+    assert response.json()["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+
+
+def test_a_credential_the_model_refuses_is_a_400_problem_that_names_the_field(django_user_model):
+    admin_user = django_user_model.objects.create_superuser("root", password="pw-root-12345")
+    api_client = APIClient()
+    api_client.force_authenticate(admin_user)
+    response = api_client.post(
+        "/api/routing/credentials/",
+        {"name": "local", "provider": "openai-compatible", "secret": "sk-x"},
+        format="json",
+    )
+    body = assert_problem(response, 400)
+    assert "base_url" in body["errors"]
+
+
+def test_a_hub_revision_with_characters_no_revision_has_is_a_400_problem(alice):
+    response = logged_in(alice).get("/api/catalog/models/owner/name/", {"revision": "main\r\nX-Evil: 1"})
+    body = assert_problem(response, 400)
+    assert "revision" in body["errors"]
