@@ -15,14 +15,14 @@ from ninja import Router
 from catalog.models import ModelKind, Profile
 from inference.cloud import ClientProtocol, cloud_cost, cloud_serve
 from inference.conversations import anthropic_conversation
-from inference.engine.types import GenerationRequest
+from inference.engine.types import EngineError, GenerationRequest
 from inference.engine_requests import model_spec_for, require_kind, sampling_params
 from inference.errors import OpenAIError
 from inference.formats.anthropic import MessagesRenderer
 from inference.runtime import engine_client
 from inference.schemas.anthropic import AnthropicCountTokensRequest, AnthropicMessagesRequest
 from inference.services import Outcome
-from inference.serving import Endpoint, Serving, serve
+from inference.serving import Endpoint, Serving, engine_failure, serve
 from inference.tooling import anthropic_tool_plan
 from routing.backends import upstream_call
 from routing.constants import ANTHROPIC_DEFAULT_MAX_TOKENS
@@ -107,7 +107,10 @@ class CountTokens(Endpoint[AnthropicCountTokensRequest]):
         require_kind(profile, self.serves)
         request = self.engine_request(profile, serving)
         serving.ledger.reserve(0)  # no tokens are generated, but the request counts against the key's rate
-        count = await engine_client().count_tokens(request)
+        try:
+            count = await engine_client().count_tokens(request)
+        except EngineError as exc:  # a template that refuses these messages: the client's error, not ours
+            raise engine_failure(exc) from exc
         serving.ledger.record(Outcome(200))
         return JsonResponse({"input_tokens": count})
 

@@ -42,3 +42,13 @@ def test_a_hub_revision_with_characters_no_revision_has_is_a_400_problem(alice):
     response = logged_in(alice).get("/api/catalog/models/owner/name/", {"revision": "main\r\nX-Evil: 1"})
     body = assert_problem(response, 400)
     assert "revision" in body["errors"]
+
+
+@pytest.mark.live
+def test_count_tokens_for_messages_the_template_cannot_render_is_a_400_in_anthropics_shape(live_hub):
+    body = {"model": "demo", "messages": [{"role": "system", "content": ""}]}
+    with live_hub.client() as http:
+        response = http.post("/v1/messages/count_tokens", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "invalid_request_error"

@@ -9,6 +9,7 @@ and printed with `-s`.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ from tests.conftest import LiveHub, start_hub, stop_hub
 
 pytestmark = pytest.mark.live
 
-FUZZ_EXAMPLES = 12
+# Per operation; a deeper run locally: FUZZ_EXAMPLES=200 pytest tests/mlxhub/test_live_fuzz.py -s
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 MODEL = "demo"
 MAX_NEW_TOKENS = 8
 # The generating endpoints and the field each reads its output bound from.
