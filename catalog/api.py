@@ -45,6 +45,7 @@ from catalog.services import (
     download_resume,
     download_start,
     hub_token_clear,
+    hub_token_problem,
     hub_token_set,
     local_model_delete,
     local_models_scan,
@@ -332,6 +333,8 @@ class HubTokenView(APIView):
         token = str(request.data.get("token", "")).strip() if hasattr(request.data, "get") else ""
         if not token:
             raise ValidationError({"token": ["This field is required."]})
+        if problem := hub_token_problem(token):
+            raise ValidationError({"token": [problem]})
         hub_token_set(token=token, actor=cast(User, request.user))
         return Response({"set": True})
 

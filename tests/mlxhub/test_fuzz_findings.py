@@ -52,3 +52,16 @@ def test_count_tokens_for_messages_the_template_cannot_render_is_a_400_in_anthro
     assert response.status_code == 400, response.text
     assert response.json()["type"] == "error"
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("token", ["hf_caf\u00e9", "hf_a b", "hf_\x07bell"])
+def test_a_hub_token_that_cannot_travel_in_a_header_is_refused_and_not_stored(django_user_model, token):
+    from catalog.selectors import hub_token_is_set
+
+    admin_user = django_user_model.objects.create_superuser("root", password="pw-root-12345")
+    api_client = APIClient()
+    api_client.force_authenticate(admin_user)
+    body = assert_problem(api_client.put("/api/catalog/token/", {"token": token}, format="json"), 400)
+    assert "token" in body["errors"]
+    # Stored, it made every later hub call (search, details, downloads) a 500: httpx cannot send it.
+    assert not hub_token_is_set()
