@@ -24,12 +24,14 @@ from schemathesis import GenerationMode
 
 from tests.catalog.fakehub import FakeHub
 from tests.conftest import LiveHub, start_hub, stop_hub
+from tests.model_builders import minilm_path
 
 pytestmark = pytest.mark.live
 
 # Per operation; a deeper run locally: FUZZ_EXAMPLES=200 pytest tests/mlxhub/test_live_fuzz.py -s
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
 MODEL = "demo"
+EMBEDDING_MODEL = "minilm"  # the real all-MiniLM-L6-v2 that a test package ships, for /v1/embeddings
 MAX_NEW_TOKENS = 8
 # The generating endpoints and the field each reads its output bound from.
 TOKEN_BOUND = {
@@ -39,6 +41,15 @@ TOKEN_BOUND = {
     "/v1/responses": "max_output_tokens",
 }
 BOUND_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# A conversation the demo model can take, per generating endpoint: the third kind of case keeps everything else
+# the schema drew (sampling, stops, tools, formats) and swaps this in, so the engine's side is reached too.
+CONVERSATION = {
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": "Hi"}]},
+    "/v1/completions": {"prompt": "Hi"},
+    "/v1/messages": {"messages": [{"role": "user", "content": "Hi"}]},
+    "/v1/messages/count_tokens": {"messages": [{"role": "user", "content": "Hi"}]},
+    "/v1/responses": {"input": "Hi"},
+}
 
 FIGURES: dict[str, Any] = {"operations": Counter(), "status": Counter(), "skipped": 0, "seconds": 0.0}
 
@@ -52,7 +63,7 @@ class Fuzzed:
             own = control.get("/api/keys/").json()["results"]
             local = control.get("/api/catalog/local/").json()
         self.own_key_ids = {str(row["id"]) for row in own if hub.api_key.startswith(row["prefix"])}
-        self.demo_local_ids = {str(row["id"]) for row in local if MODEL in row["profiles"]}
+        self.demo_local_ids = {str(row["id"]) for row in local if {MODEL, EMBEDDING_MODEL} & set(row["profiles"])}
 
     def new_log(self) -> str:
         data = self.hub.log_path.read_bytes()
@@ -65,6 +76,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     # Hub search and downloads reach a local hub with no repositories, never the internet.
     fake_hub = FakeHub()
     hub = start_hub(tmp_path_factory.mktemp("fuzz-hub"), HF_ENDPOINT=fake_hub.url, MLXHUB_HF_ENDPOINT=fake_hub.url)
+    hub.manage("register_model", str(minilm_path()), "--name", EMBEDDING_MODEL)
     yield Fuzzed(hub)
     print("\nschemathesis figures:", json.dumps(FIGURES))
     stop_hub(hub)
@@ -89,7 +101,7 @@ def bounded(case: schemathesis.Case) -> None:
     if not isinstance(body, dict):
         return
     if isinstance(body.get("model"), str):
-        body["model"] = MODEL
+        body["model"] = EMBEDDING_MODEL if case.operation.path == "/v1/embeddings" else MODEL
     for name in BOUND_FIELDS:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > MAX_NEW_TOKENS:
@@ -101,6 +113,13 @@ def bounded(case: schemathesis.Case) -> None:
         body["n"] = 2
 
 
+def with_conversation(case: schemathesis.Case) -> schemathesis.Case:
+    conversation = CONVERSATION.get(case.operation.path)
+    if conversation and isinstance(case.body, dict):
+        case.body.update(json.loads(json.dumps(conversation)))
+    return case
+
+
 def destroys_the_fixture(case: schemathesis.Case, fuzzed: Fuzzed) -> bool:
     """Calls that would take the fuzzer's own key, the demo profile or its weights away from later cases."""
     path, method = case.operation.path, case.method.upper()
@@ -110,7 +129,7 @@ def destroys_the_fixture(case: schemathesis.Case, fuzzed: Fuzzed) -> bool:
     if path == "/api/catalog/local/{id}/" and method == "DELETE":
         return ident in fuzzed.demo_local_ids
     if path == "/api/profiles/{name}/" and method != "GET":
-        return ident == MODEL
+        return ident in {MODEL, EMBEDDING_MODEL}
     return False
 
 
@@ -151,9 +170,9 @@ def fuzz(schema: Any, fuzzed: Fuzzed) -> None:
     failures: list[str] = []
     for result in schema.get_all_operations():
         operation = result.ok()
+        positive = operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
         strategy = st.one_of(
-            operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
-            operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+            positive, operation.as_strategy(generation_mode=GenerationMode.NEGATIVE), positive.map(with_conversation)
         )
 
         @HYPOTHESIS
