@@ -65,3 +65,13 @@ def test_a_hub_token_that_cannot_travel_in_a_header_is_refused_and_not_stored(dj
     assert "token" in body["errors"]
     # Stored, it made every later hub call (search, details, downloads) a 500: httpx cannot send it.
     assert not hub_token_is_set()
+
+
+@pytest.mark.parametrize("path", ["/api/keys/", "/api/teams/", "/api/profiles/", "/api/audit/", "/api/routing/rules/"])
+def test_a_page_limit_past_what_the_database_can_hold_is_capped_not_a_500(alice, path):
+    from mlxhub.accounts.services import api_key_create
+
+    api_key_create(owner=alice, name="paged", actor=alice)  # an empty list is answered without a query
+    response = logged_in(alice).get(path, {"offset": "-41777401", "limit": "13162353096049631232"})
+    assert response.status_code == 200, response.content
+    assert "results" in response.json()
