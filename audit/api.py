@@ -7,9 +7,10 @@ from typing import cast
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from rest_framework import serializers
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,6 +22,7 @@ from audit.selectors import USAGE_GROUPS, USAGE_PERIODS, audit_rows_filtered, us
 from mlxhub.accounts.models import Role
 from mlxhub.accounts.selectors import user_role
 from mlxhub.accounts.services import ApiKeyError, api_key_authenticate, secret_from_headers
+from mlxhub.pagination import Pagination
 
 
 class AuditLogSerializer(serializers.ModelSerializer):
@@ -46,6 +48,10 @@ class UsageQuery(serializers.Serializer):
 class AuditLogView(APIView):
     read_role = Role.VIEWER
 
+    @extend_schema(
+        parameters=[AuditQuery, OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses=AuditLogSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         query = AuditQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -55,7 +61,7 @@ class AuditLogView(APIView):
             model=query.validated_data.get("model"),
             status=query.validated_data.get("status"),
         )
-        paginator = LimitOffsetPagination()
+        paginator = Pagination()
         page = paginator.paginate_queryset(rows, request, view=self)
         return paginator.get_paginated_response(AuditLogSerializer(page, many=True).data)
 
@@ -63,6 +69,7 @@ class AuditLogView(APIView):
 class UsageView(APIView):
     read_role = Role.VIEWER
 
+    @extend_schema(parameters=[UsageQuery], responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         query = UsageQuery(data=request.query_params)
         query.is_valid(raise_exception=True)

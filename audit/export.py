@@ -19,6 +19,18 @@ class _Echo:
         return value
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection list): a client
+# chooses `model_requested`, so such a cell is prefixed with a quote and read as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    """A text cell that a spreadsheet would evaluate, neutralised; numbers and other values unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return f"'{value}"
+    return value
+
+
 def _csv_values(row: AuditLog) -> list[object]:
     values: list[object] = []
     for name in AUDIT_FIELDS:
@@ -27,7 +39,7 @@ def _csv_values(row: AuditLog) -> list[object]:
             value = value.get_username() if value is not None else None
         elif name == "team":
             value = value.slug if value is not None else None
-        values.append("" if value is None else value)
+        values.append("" if value is None else csv_safe(value))
     return values
 
 

@@ -8,12 +8,15 @@ the memory budget is a 503 with Retry-After.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Any, cast
 
 from django.contrib.auth.models import User
 from django.db.models import ProtectedError, QuerySet
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from rest_framework import generics, serializers, status, viewsets
 from rest_framework.exceptions import APIException, NotFound, PermissionDenied, ValidationError
@@ -50,6 +53,7 @@ from catalog.services import (
     download_resume,
     download_start,
     hub_token_clear,
+    hub_token_problem,
     hub_token_set,
     local_model_delete,
     local_models_scan,
@@ -182,9 +186,14 @@ class LocalModelSerializer(serializers.ModelSerializer):  # type: ignore[type-ar
         return [profile.name for profile in local_model.profiles.all()]
 
 
+# What a hub revision can be (a branch, a tag, a commit, refs/pr/N), and no more: it travels in the hub's URL.
+REVISION_PATTERN = re.compile(r"[A-Za-z0-9._/-]{1,100}")
+
+
 class HubSearchView(APIView):
     read_role = Role.VIEWER
 
+    @extend_schema(parameters=[SearchParamsSerializer], responses=OpenApiTypes.OBJECT)
     def get(self, request: Request) -> Response:
         params = SearchParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -198,13 +207,17 @@ class HubSearchView(APIView):
 class HubModelView(APIView):
     read_role = Role.VIEWER
 
+    @extend_schema(parameters=[OpenApiParameter("revision", str)], responses=OpenApiTypes.OBJECT)
     def get(self, request: Request, repo_id: str) -> Response:
         try:
             validate_repo_id(repo_id)
         except HFValidationError as exc:
             raise ValidationError({"repo_id": [str(exc)]}) from exc
+        revision = request.query_params.get("revision")
+        if revision is not None and not REVISION_PATTERN.fullmatch(revision):
+            raise ValidationError({"revision": ["A branch, tag or commit: letters, digits and . _ - /."]})
         try:
-            detail: dict[str, Any] = hub_model_detail(repo_id=repo_id, revision=request.query_params.get("revision"))
+            detail: dict[str, Any] = hub_model_detail(repo_id=repo_id, revision=revision)
         except HubError as exc:
             raise _problem_from(exc) from exc
         local = LocalModel.objects.filter(repo_id=repo_id).values_list("pk", flat=True).first()
@@ -217,11 +230,18 @@ class HubModelView(APIView):
 class DownloadListView(generics.GenericAPIView):  # type: ignore[type-arg]
     read_role = Role.VIEWER
     write_role = Role.MEMBER
+    serializer_class = DownloadSerializer  # for the schema; the methods name their serializers
 
+    @extend_schema(
+        operation_id="catalog_downloads_list",
+        parameters=[OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses=DownloadSerializer(many=True),
+    )
     def get(self, request: Request) -> Response:
         page = self.paginate_queryset(downloads_visible())
         return self.get_paginated_response(DownloadSerializer(page, many=True).data)
 
+    @extend_schema(request=DownloadRequestSerializer, responses={200: DownloadSerializer, 201: DownloadSerializer})
     def post(self, request: Request) -> Response:
         body = DownloadRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -242,6 +262,7 @@ class DownloadListView(generics.GenericAPIView):  # type: ignore[type-arg]
 class DownloadDetailView(APIView):
     read_role = Role.VIEWER
 
+    @extend_schema(responses=DownloadSerializer)
     def get(self, request: Request, pk: int) -> Response:
         return Response(DownloadSerializer(get_object_or_404(downloads_visible(), pk=pk)).data)
 
@@ -252,6 +273,7 @@ class DownloadActionView(APIView):
     write_role = Role.MEMBER
     actions = {"pause": download_pause, "resume": download_resume, "cancel": download_cancel}
 
+    @extend_schema(request=None, responses=DownloadSerializer)
     def post(self, request: Request, pk: int, action: str) -> Response:
         download = get_object_or_404(Download, pk=pk)
         if not download_changeable_by(user=request.user, download=download):
@@ -267,9 +289,11 @@ class LocalModelListView(APIView):
     read_role = Role.VIEWER
     write_role = Role.ADMIN
 
+    @extend_schema(responses=LocalModelSerializer(many=True))
     def get(self, request: Request) -> Response:
         return Response(LocalModelSerializer(local_models_listed(), many=True).data)
 
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request) -> Response:
         """POST local/ scans the models folder and the Hugging Face cache."""
         result = local_models_scan()
@@ -286,9 +310,11 @@ class LocalModelDetailView(APIView):
     read_role = Role.VIEWER
     write_role = Role.ADMIN
 
+    @extend_schema(responses=LocalModelSerializer)
     def get(self, request: Request, pk: int) -> Response:
         return Response(LocalModelSerializer(get_object_or_404(local_models_listed(), pk=pk)).data)
 
+    @extend_schema(parameters=[OpenApiParameter("force", bool)], responses=OpenApiTypes.OBJECT)
     def delete(self, request: Request, pk: int) -> Response:
         local_model = get_object_or_404(LocalModel, pk=pk)
         force = request.query_params.get("force", "").lower() in {"1", "true", "yes"}
@@ -299,22 +325,30 @@ class LocalModelDetailView(APIView):
         return Response(asdict(deleted))
 
 
+TOKEN_STATE = inline_serializer("HubTokenState", {"set": serializers.BooleanField()})
+
+
 class HubTokenView(APIView):
     """PUT stores the token (encrypted; it is never returned), DELETE forgets it, GET says whether one is set."""
 
     read_role = Role.ADMIN
     write_role = Role.ADMIN
 
+    @extend_schema(responses=TOKEN_STATE)
     def get(self, request: Request) -> Response:
         return Response({"set": hub_token_is_set()})
 
+    @extend_schema(request=inline_serializer("HubToken", {"token": serializers.CharField()}), responses=TOKEN_STATE)
     def put(self, request: Request) -> Response:
         token = str(request.data.get("token", "")).strip() if hasattr(request.data, "get") else ""
         if not token:
             raise ValidationError({"token": ["This field is required."]})
+        if problem := hub_token_problem(token):
+            raise ValidationError({"token": [problem]})
         hub_token_set(token=token, actor=cast(User, request.user))
         return Response({"set": True})
 
+    @extend_schema(responses={204: None})
     def delete(self, request: Request) -> Response:
         hub_token_clear(actor=cast(User, request.user))
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -378,6 +412,7 @@ class ModelLoadView(APIView):
     read_role = Role.ADMIN
     write_role = Role.ADMIN
 
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, name: str) -> Response:
         profile = get_object_or_404(Profile.objects.select_related("local_model"), name=name)
         try:
@@ -393,6 +428,7 @@ class ModelUnloadView(APIView):
     read_role = Role.ADMIN
     write_role = Role.ADMIN
 
+    @extend_schema(request=UnloadSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request, name: str) -> Response:
         profile = get_object_or_404(Profile.objects.select_related("local_model"), name=name)
         body = UnloadSerializer(data=request.data)
@@ -409,6 +445,7 @@ class UnknownUrlView(APIView):
 
     permission_classes: list[Any] = []
     authentication_classes: list[Any] = []
+    schema = None  # a catch-all, not an operation
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         raise NotFound(f"Unknown URL: {request.method} {request.path}")

@@ -10,6 +10,7 @@ from catalog.constants import DEFAULT_AUTHOR, KIND_PIPELINE_TAGS, SEARCH_SORTS
 from catalog.models import HubToken, LocalModel, Profile
 from catalog.selectors import SearchQuery
 from catalog.serializers import TEMPERATURE_MAX, TOP_P_MAX
+from catalog.services.tokens import hub_token_problem
 
 
 class HubSearchForm(forms.Form):
@@ -51,8 +52,8 @@ class HubTokenForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def clean_token(self) -> str:
         token = str(self.cleaned_data["token"]).strip()
-        if not token:
-            raise forms.ValidationError("The token is empty.")
+        if problem := hub_token_problem(token):
+            raise forms.ValidationError(problem)
         return token
 
 

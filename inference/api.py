@@ -65,7 +65,9 @@ api = NinjaAPI(
     description="OpenAI- and Anthropic-compatible API served by MLX Hub.",
     urls_namespace="v1",
     auth=CallerAuth(),
-    docs_url="/docs",
+    # MLXHUB_API_DOCS off hides the schema with its page: the schema alone lists every route and field.
+    docs_url="/docs" if settings.MLXHUB_API_DOCS else None,
+    openapi_url="/openapi.json" if settings.MLXHUB_API_DOCS else None,
 )
 api.add_router("", openai.router)
 api.add_router("", anthropic.router)

@@ -183,6 +183,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "channels",
     "django_htmx",
     "axes",
@@ -334,6 +335,8 @@ MLXHUB_AUDIT_RETENTION_DAYS = _env_int("MLXHUB_AUDIT_RETENTION_DAYS", 90)
 MLXHUB_RESPONSES_STORE = _env_bool("MLXHUB_RESPONSES_STORE", False)
 # /metrics answers without a key only when this is on (e.g. a scraper on a private network).
 MLXHUB_METRICS_PUBLIC = _env_bool("MLXHUB_METRICS_PUBLIC", False)
+# The API schemas and their pages: /v1/docs, /v1/openapi.json and /api/schema/ (off: all three answer 404).
+MLXHUB_API_DOCS = _env_bool("MLXHUB_API_DOCS", True)
 CELERY_BEAT_SCHEDULE = {
     "audit-purge": {"task": "audit.tasks.audit_log_purge_expired", "schedule": 3600.0},
     "responses-purge": {"task": "inference.tasks.stored_responses_purge_expired", "schedule": 3600.0},
@@ -353,9 +356,17 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["mlxhub.accounts.permissions.HasRole"],
     "EXCEPTION_HANDLER": "mlxhub.problems.problem_exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "mlxhub.pagination.Pagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MLX Hub control API",
+    "DESCRIPTION": "Models, downloads, profiles, keys, teams, routing and audit; errors are RFC 7807 problems.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,  # write-only fields (a credential's secret) appear in requests only
 }
 
 

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from audit.api import AuditLogView, UsageView, metrics_view
 from catalog.api import ModelLoadView, ModelUnloadView, ProfileViewSet
 from inference.api import api as v1_api
 from inference.api import unknown_url as v1_unknown_url
+from mlxhub import schema  # noqa: F401  (registers the API key's security scheme with drf-spectacular)
 from mlxhub.accounts.api import ApiKeyViewSet, TeamViewSet
 from mlxhub.health import healthz, readyz
 
@@ -31,6 +34,7 @@ urlpatterns = [
     # {name} is a profile, as clients send it in `model`; the trailing slash is optional.
     re_path(r"^api/models/(?P<name>[-a-zA-Z0-9_]+)/load/?$", ModelLoadView.as_view(), name="model-load"),
     re_path(r"^api/models/(?P<name>[-a-zA-Z0-9_]+)/unload/?$", ModelUnloadView.as_view(), name="model-unload"),
+    *([path("api/schema/", SpectacularAPIView.as_view(), name="api-schema")] if settings.MLXHUB_API_DOCS else []),
     path("api/", include(router.urls)),
     path("metrics", metrics_view, name="metrics"),
     path("v1/", v1_api.urls),

@@ -8,6 +8,8 @@ from django.contrib.auth.models import User
 from django.core.exceptions import NON_FIELD_ERRORS
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import ProtectedError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.exceptions import APIException
 from rest_framework.request import Request
@@ -66,14 +68,22 @@ class CredentialViewSet(viewsets.ModelViewSet):  # type: ignore[type-arg]
     serializer_class = CredentialSerializer
     queryset = ProviderCredential.objects.all()
 
+    # The services' full_clean checks the row as a whole (an OpenAI-compatible provider needs a base URL):
+    # its refusal is a 400 problem that names the field.
     def perform_create(self, serializer: Any) -> None:
         data = dict(serializer.validated_data)
-        serializer.instance = credential_create(actor=cast(User, self.request.user), **data)
+        try:
+            serializer.instance = credential_create(actor=cast(User, self.request.user), **data)
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from exc
 
     def perform_update(self, serializer: Any) -> None:
         data = dict(serializer.validated_data)
         actor = cast(User, self.request.user)  # HasRole has refused anonymous callers
-        serializer.instance = credential_update(credential=serializer.instance, actor=actor, **data)
+        try:
+            serializer.instance = credential_update(credential=serializer.instance, actor=actor, **data)
+        except DjangoValidationError as exc:
+            raise _as_drf(exc) from exc
 
     def perform_destroy(self, instance: ProviderCredential) -> None:
         try:
@@ -159,6 +169,7 @@ class ResolveView(APIView):
     read_role = Role.VIEWER
     write_role = Role.VIEWER  # a POST that changes nothing
 
+    @extend_schema(request=ResolveSerializer, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request) -> Response:
         serializer = ResolveSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -204,7 +204,20 @@ def _parse_data(data: str) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else {"value": parsed}
 
 
-async def _failure(response: httpx.Response) -> UpstreamError:
+# The upstream refused MLX Hub's own credential: the client's key is fine, so not a 401/403 to the client, and
+# the upstream's body is not relayed (OpenAI's names the tail of the key it was sent).
+UPSTREAM_AUTH_STATUSES = frozenset({401, 403})
+
+
+async def _failure(response: httpx.Response, name: str) -> UpstreamError:
+    if response.status_code in UPSTREAM_AUTH_STATUSES:
+        return UpstreamError(
+            f"The upstream '{name}' refused MLX Hub's credential for it (HTTP {response.status_code}); "
+            "an admin needs to check that credential.",
+            status=502,
+            code="upstream_auth_error",
+            retryable=False,
+        )
     try:
         body = json.loads(await response.aread())
     except ValueError:
@@ -229,7 +242,7 @@ async def _attempt(
     try:
         response = await _client().send(_request(credential, body, path=path), stream=True)
         if response.status_code >= 400:
-            error = await _failure(response)
+            error = await _failure(response, credential.name)
             await response.aclose()
             if error.retryable:
                 breaker.record_failure()

@@ -31,7 +31,7 @@ from catalog.services.local import (
     local_model_delete,
     local_models_scan,
 )
-from catalog.services.tokens import hub_token_clear, hub_token_set
+from catalog.services.tokens import hub_token_clear, hub_token_problem, hub_token_set
 
 __all__ = [
     "DownloadRefused",
@@ -52,6 +52,7 @@ __all__ = [
     "download_start",
     "downloads_recover",
     "hub_token_clear",
+    "hub_token_problem",
     "hub_token_set",
     "inspect_model_folder",
     "local_model_delete",

@@ -11,12 +11,22 @@ from catalog.models import HubToken
 from mlxhub import crypto
 
 
+def hub_token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be a hub token, or None. It travels in an HTTP header, so printable ASCII only:
+    anything else would fail every later hub request, not this one."""
+    if not token:
+        return "The token is empty."
+    if not (token.isascii() and token.isprintable()) or " " in token or len(token) > 1000:
+        return "A hub token is printable ASCII with no spaces (hf_…)."
+    return None
+
+
 @transaction.atomic
 def hub_token_set(*, token: str, actor: User | None = None) -> HubToken:
     """Store the token encrypted; nothing shows it again (the audit row says only that it changed)."""
     token = token.strip()
-    if not token:
-        raise ValueError("The token is empty.")
+    if problem := hub_token_problem(token):
+        raise ValueError(problem)
     row, created = HubToken.objects.update_or_create(
         pk=HubToken.SINGLETON_ID,
         defaults={"encrypted_token": crypto.encrypt(token), "updated_by": actor},

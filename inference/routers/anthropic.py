@@ -123,7 +123,7 @@ class CountTokens(Endpoint[AnthropicCountTokensRequest]):
             request.images = await fetch_images(self.images)
         try:
             count = await engine_client().count_tokens(request)
-        except EngineError as exc:
+        except EngineError as exc:  # a template that refuses these messages: the client's error, not ours
             raise engine_failure(exc) from exc
         serving.ledger.record(Outcome(200))
         return JsonResponse({"input_tokens": count})

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import cast
 
 from django.contrib.auth.models import User
-from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+
+# DRF's get_object_or_404 answers 404 for an id that is not a number (Django's raises ValueError: a 500).
+from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -33,6 +36,8 @@ def _user(request: Request) -> User:
 class ApiKeyViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
     read_role = Role.VIEWER
     write_role = Role.MEMBER
+    serializer_class = ApiKeySerializer  # for the schema; the methods name their serializers
+    queryset = ApiKey.objects.none()  # for the schema's path types; rows come from api_keys_visible_to
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(api_keys_visible_to(user=_user(request)))
@@ -42,6 +47,7 @@ class ApiKeyViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         api_key = get_object_or_404(api_keys_visible_to(user=_user(request)), pk=pk)
         return Response({**ApiKeySerializer(api_key).data, "usage": limits_usage(owner=api_key)})
 
+    @extend_schema(responses={201: CreatedApiKeySerializer})
     def create(self, request: Request) -> Response:
         serializer = ApiKeySerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
@@ -60,6 +66,7 @@ class ApiKeyViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
         body = CreatedApiKeySerializer(created.api_key, context={"secret": created.secret}).data
         return Response(body, status=status.HTTP_201_CREATED)
 
+    @extend_schema(request=None)
     @action(detail=True, methods=["post"])
     def revoke(self, request: Request, pk: str) -> Response:
         api_key: ApiKey = get_object_or_404(api_keys_visible_to(user=_user(request)), pk=pk)
@@ -85,6 +92,8 @@ class TeamViewSet(viewsets.GenericViewSet):  # type: ignore[type-arg]
 
     read_role = Role.VIEWER
     write_role = Role.ADMIN
+    serializer_class = TeamSerializer  # for the schema
+    queryset = Team.objects.none()  # for the schema's path types
 
     def list(self, request: Request) -> Response:
         page = self.paginate_queryset(Team.objects.order_by("name"))

@@ -264,3 +264,19 @@ def test_the_keys_of_a_deactivated_user_stop_working(bob):
 
     assert response.status_code in (401, 403)
     assert "deactivated" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("dangerous", ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx=1", "\r=1"])
+def test_the_csv_export_neutralises_cells_a_spreadsheet_would_run(client, dangerous):
+    import csv
+    import io
+
+    admin_user = make_user("root", is_superuser=True, is_staff=True)
+    client.force_login(admin_user)
+    row = make_row(admin_user, request_id="csv", model_requested=dangerous, prompt_tokens=7)
+    response = client.post("/admin/audit/auditlog/", {"action": "export_csv", "_selected_action": [row.pk]})
+
+    header, values = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    cells = dict(zip(header, values, strict=True))
+    assert cells["model_requested"] == "'" + dangerous
+    assert cells["prompt_tokens"] == "7" and cells["model_served"] == "demo"

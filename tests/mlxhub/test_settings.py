@@ -119,3 +119,19 @@ def test_a_malformed_setting_fails_loudly_with_improperly_configured(tmp_path, n
     assert result.returncode != 0, f"{name}={value} was accepted: {result.stdout}"
     assert "ImproperlyConfigured" in result.stderr
     assert name in result.stderr
+
+
+# GETs the schema pages with Django's test client in a process of its own (the URLs are fixed at import).
+SCHEMA_STATUSES = (
+    "import django, os; os.environ['DJANGO_SETTINGS_MODULE'] = 'mlxhub.settings'; django.setup();"
+    "from django.test import Client; client = Client();"
+    "print(*(client.get(path).status_code for path in ('/v1/docs', '/v1/openapi.json', '/api/schema/')))"
+)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "200 200 200"), ("0", "404 404 404"), ("1", "200 200 200")])
+def test_mlxhub_api_docs_switches_the_schemas_and_their_page(tmp_path, value, expected):
+    extra = {"MLXHUB_ENGINE_PRELOAD": "0", **({"MLXHUB_API_DOCS": value} if value is not None else {})}
+    result = python(clean_env(tmp_path, **extra), SCHEMA_STATUSES, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == expected

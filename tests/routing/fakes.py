@@ -1,7 +1,7 @@
 """Small fake upstreams speaking OpenAI's and Anthropic's wire formats, with fault injection.
 
 A threaded stdlib HTTP server per fake. ``faults`` is a list consumed one per request:
-"500", "429" (answer that status), "drop" (stream one event, then cut the connection),
+"500", "429", "401", "403" (answer that status), "drop" (stream one event, then cut the connection),
 "hang" (sleep past any read timeout). With the list empty the fake answers normally.
 """
 
@@ -64,12 +64,15 @@ class FakeUpstream:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake.seen.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 fault = fake.faults.pop(0) if fake.faults else ""
-                if fault in ("500", "429"):
+                if fault in ("500", "429", "401", "403"):
                     status = int(fault)
+                    # Like OpenAI's 401, the message names the tail of the key it was sent.
+                    sent = self.headers.get("authorization") or self.headers.get("x-api-key") or ""
+                    message = f"fake {status}: incorrect key ...{sent[-4:]}" if status < 500 else f"fake {status}"
                     if fake.kind == "openai":
-                        error = {"error": {"message": f"fake {status}", "type": "server_error", "code": None}}
+                        error = {"error": {"message": message, "type": "server_error", "code": None}}
                     else:
-                        error = {"type": "error", "error": {"type": "api_error", "message": f"fake {status}"}}
+                        error = {"type": "error", "error": {"type": "api_error", "message": message}}
                     self._json(status, error)
                     return
                 if fault == "hang":

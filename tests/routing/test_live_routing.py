@@ -282,6 +282,33 @@ def test_a_500_is_retried_and_the_client_never_sees_it(oai: openai.OpenAI, fake_
     assert len(fake_openai.seen) == 2
 
 
+@pytest.mark.parametrize("status", [401, 403])
+def test_an_upstream_refusing_our_credential_is_a_502_that_keeps_its_answer(
+    oai: openai.OpenAI, fake_openai: FakeUpstream, status: int
+) -> None:
+    fake_openai.reset(str(status))
+    with pytest.raises(openai.APIStatusError) as refused:
+        oai.chat.completions.create(model="to-openai", messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.status_code == 502
+    assert refused.value.code == "upstream_auth_error"
+    assert UPSTREAM_SECRET[-4:] not in refused.value.response.text and "incorrect key" not in refused.value.message
+    assert len(fake_openai.seen) == 1  # not retried: the same credential would be refused again
+
+
+def test_an_anthropic_upstream_refusing_our_credential_is_a_502_in_anthropics_shape(
+    claude: anthropic.Anthropic, fake_anthropic: FakeUpstream
+) -> None:
+    fake_anthropic.reset("401")
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        claude.messages.create(model="to-anthropic", max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.status_code == 502
+    body = refused.value.response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "api_error"
+    assert "refused MLX Hub's credential" in body["error"]["message"]
+    assert UPSTREAM_SECRET[-4:] not in refused.value.response.text
+    fake_anthropic.reset()
+
+
 def test_the_circuit_opens_after_repeated_failures_and_closes_after_the_pause(hub: LiveHub, oai: openai.OpenAI) -> None:
     flaky: FakeUpstream = hub.flaky_fake  # type: ignore[attr-defined]
     flaky.reset(*["500"] * 10)
