@@ -8,8 +8,10 @@ per operation, answers by status). docs/bad-input.md has the figures and what th
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +27,14 @@ from schemathesis import GenerationMode
 from tests.catalog.fakehub import FakeHub
 from tests.conftest import LiveHub, start_hub, stop_hub
 from tests.model_builders import minilm_path
+
+# schemathesis is a pytest plugin, so pytest rewrites its modules as they are imported, and it imports most of
+# them lazily, from inside a test. On CPython 3.11.7 that rewrite can fail deep in a test's stack
+# ("SystemError: AST constructor recursion depth mismatch", CPython gh-106905, fixed in 3.11.8); importing
+# them here, while the module is collected, keeps the rewrite at a shallow depth.
+for _module in pkgutil.walk_packages(schemathesis.__path__, "schemathesis."):
+    if _module.name.startswith(("schemathesis.specs", "schemathesis.generation", "schemathesis.openapi")):
+        importlib.import_module(_module.name)
 
 pytestmark = pytest.mark.live
 

@@ -258,9 +258,9 @@ def test_ten_thousand_audit_rows_render_in_under_200_ms_of_server_time(root: Any
     browser = signed_in(root)
     assert requests_shown(browser) == 10_000  # warm: templates compiled, the session read once
 
-    usage = best_of(3, lambda: browser.get("/usage/"))
-    log = best_of(3, lambda: browser.get("/team/log/?team=research", **HTMX))
-    overview = best_of(3, lambda: browser.get("/"))
+    usage = best_of(5, lambda: browser.get("/usage/"))
+    log = best_of(5, lambda: browser.get("/team/log/?team=research", **HTMX))
+    overview = best_of(5, lambda: browser.get("/"))
 
     assert usage < SERVER_TIME_BUDGET, f"/usage/ took {usage * 1000:.0f} ms"
     assert log < SERVER_TIME_BUDGET, f"/team/log/ took {log * 1000:.0f} ms"
