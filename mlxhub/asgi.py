@@ -15,6 +15,7 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402  (needs settings l
 from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+from mlxhub.handler import DataPlaneHandler  # noqa: E402
 from mlxhub.lifecycle import Admission  # noqa: E402
 from mlxhub.middleware import DATA_PLANE_MIDDLEWARE, BodySizeLimit  # noqa: E402
 
@@ -25,7 +26,7 @@ def data_plane_application() -> ASGIHandler:
     pages_middleware = settings.MIDDLEWARE
     settings.MIDDLEWARE = DATA_PLANE_MIDDLEWARE
     try:
-        return ASGIHandler()
+        return DataPlaneHandler()
     finally:
         settings.MIDDLEWARE = pages_middleware
 
