@@ -80,3 +80,21 @@ def json_process(command: list[str], *, env: Mapping[str, str], cwd: Path, budge
         raise BenchError(f"{what} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     figures: dict[str, Any] = json.loads(lines[-1])
     return figures
+
+
+def figures_table(heading: str, figures: list[dict[str, Any]], *, measured: str, digits: int) -> str:
+    """The engine-alone benches' table: each figure's ratio (median and quartiles over rounds), what was
+    measured and its baseline (``digits`` after the point, in the figure's unit), and the goal."""
+    lines = [
+        heading,
+        "",
+        f"| measure | ratio: median [quartiles] | {measured} | baseline | goal |",
+        "|---|---|---|---|---|",
+    ]
+    for row in figures:
+        lines.append(
+            f"| {row['label']} | **{row['median']:.3f}** [{row['low']:.3f}-{row['high']:.3f}] "
+            f"| {row['measured']:.{digits}f} {row['unit']} | {row['baseline']:.{digits}f} {row['unit']} "
+            f"| {row['goal']} |"
+        )
+    return "\n".join(lines)

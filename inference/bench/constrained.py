@@ -33,6 +33,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference.bench.common import figures_table
 from inference.engine.grammars import tools_system_message
 from inference.engine.types import GenerationRequest, GrammarSpec, ModelSpec, SamplingParams
 
@@ -283,19 +284,11 @@ def figure(label: str, ratios: list[float], measured: float, baseline: float, un
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = [
+    heading = (
         f"kernel path {report['kernel']}, {report['rounds']} rounds, max_tokens {report['c1_tokens']} (c1) / "
-        f"{report['c8_tokens']} (c8), TTFT prompt tokens {report['ttft_prompt_tokens']}",
-        "",
-        "| measure | ratio: median [quartiles] | constrained | baseline | goal |",
-        "|---|---|---|---|---|",
-    ]
-    for row in report["figures"]:
-        lines.append(
-            f"| {row['label']} | **{row['median']:.3f}** [{row['low']:.3f}-{row['high']:.3f}] "
-            f"| {row['measured']:.1f} {row['unit']} | {row['baseline']:.1f} {row['unit']} | {row['goal']} |"
-        )
-    return "\n".join(lines)
+        f"{report['c8_tokens']} (c8), TTFT prompt tokens {report['ttft_prompt_tokens']}"
+    )
+    return figures_table(heading, report["figures"], measured="constrained", digits=1)
 
 
 def main(argv: list[str]) -> int:

@@ -27,6 +27,7 @@ import time
 import uuid
 from typing import Any
 
+from inference.bench.common import figures_table
 from inference.bench.constrained import WORDS, figure, question, timed
 from inference.engine.types import GenerationRequest, ModelSpec, SamplingParams
 
@@ -159,20 +160,12 @@ async def bench(model_dir: str, *, rounds: int, **options: int) -> dict[str, Any
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = [
+    heading = (
         f"kernel path {report['kernel']}, {report['rounds']} rounds, max_tokens {report['c1_tokens']} (c1) / "
         f"{report['c8_tokens']} (c8) / {report['n_tokens']} per choice (n), "
-        f"n prompt {report['n_prompt_tokens']} tokens",
-        "",
-        "| measure | ratio: median [quartiles] | measured | baseline | goal |",
-        "|---|---|---|---|---|",
-    ]
-    for row in report["figures"]:
-        lines.append(
-            f"| {row['label']} | **{row['median']:.3f}** [{row['low']:.3f}-{row['high']:.3f}] "
-            f"| {row['measured']:.2f} {row['unit']} | {row['baseline']:.2f} {row['unit']} | {row['goal']} |"
-        )
-    return "\n".join(lines)
+        f"n prompt {report['n_prompt_tokens']} tokens"
+    )
+    return figures_table(heading, report["figures"], measured="measured", digits=2)
 
 
 def main(argv: list[str]) -> int:
