@@ -64,8 +64,9 @@ class GrammarSpec:
 @dataclass
 class GenerationRequest:
     model: ModelSpec
-    # Exactly one of these: chat messages (rendered with the tokenizer's chat
-    # template), a raw prompt string, or prompt token ids.
+    # What the client sent is one of these: chat messages (rendered with the tokenizer's chat template),
+    # a raw prompt string, or prompt token ids. A long prompt rendered off the engine thread keeps its
+    # messages (the reasoning split reads them) and gains its ids: ``prompt_tokens`` wins when both are set.
     messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     prompt_tokens: list[int] | None = None
