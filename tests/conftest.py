@@ -149,6 +149,16 @@ def fast_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def fresh_limit_store() -> Iterator[None]:
+    """Each test starts without the in-process limit store an earlier one filled: one test's counts never reach
+    another, and the budget writer's thread does not go on reading a finished test's scopes from the database."""
+    yield
+    from mlxhub.accounts import limits
+
+    limits._store = None
+
+
 @pytest.fixture
 def team(db: None) -> Any:
     from mlxhub.accounts.models import Team
