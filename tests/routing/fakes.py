@@ -25,6 +25,9 @@ class Seen:
     body: dict[str, Any]
 
 
+LONG_PIECE = "long " * 40_000  # 200,000 characters in one server-sent event
+
+
 @dataclass
 class FakeUpstream:
     kind: str  # "openai" or "anthropic"
@@ -89,7 +92,7 @@ class FakeUpstream:
                     self._text_completion(body)
                     return
                 if fake.kind == "openai":
-                    self._openai(body, wants_tool, drop=fault == "drop")
+                    self._openai(body, wants_tool, drop=fault == "drop", long=fault == "long")
                 else:
                     self._anthropic(body, wants_tool, drop=fault == "drop")
 
@@ -111,7 +114,7 @@ class FakeUpstream:
                 self.wfile.write(data.encode())
                 self.wfile.flush()
 
-            def _openai(self, body: dict[str, Any], wants_tool: bool, *, drop: bool) -> None:
+            def _openai(self, body: dict[str, Any], wants_tool: bool, *, drop: bool, long: bool = False) -> None:
                 usage = {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
                 if not body.get("stream"):
                     message: dict[str, Any] = {"role": "assistant", "content": "".join(TEXT_PIECES)}
@@ -149,6 +152,10 @@ class FakeUpstream:
                     return f"data: {json.dumps(payload)}\n\n"
 
                 self._send(chunk({"role": "assistant", "content": ""}))
+                if long:  # one event longer than any read buffer, its line cut in two writes, CRLF line ends
+                    event = chunk({"content": LONG_PIECE}).replace("\n\n", "\r\n\r\n")
+                    self._send(event[: len(event) // 2])
+                    self._send(event[len(event) // 2 :])
                 if drop:
                     self._send(chunk({"content": TEXT_PIECES[0]}))
                     self.close_connection = True

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import LiveHub, free_port, start_hub, stop_hub
-from tests.routing.fakes import TEXT_PIECES, TOOL_ARGUMENTS, FakeUpstream
+from tests.routing.fakes import LONG_PIECE, TEXT_PIECES, TOOL_ARGUMENTS, FakeUpstream
 
 pytestmark = pytest.mark.live
 
@@ -351,6 +351,20 @@ def test_a_local_model_that_cannot_load_falls_back_to_the_cloud(oai: openai.Open
     )
     assert raw.headers["x-mlxhub-backend"] == "fake-openai"
     assert fake_openai.seen[-1].body["model"] == "gpt-fallback"
+
+
+def test_a_streamed_event_longer_than_any_read_buffer_is_relayed_whole(
+    oai: openai.OpenAI, fake_openai: FakeUpstream
+) -> None:
+    fake_openai.reset("long")
+    pieces = [
+        chunk.choices[0].delta.content or ""
+        for chunk in oai.chat.completions.create(
+            model="to-openai", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        if chunk.choices
+    ]
+    assert "".join(pieces) == LONG_PIECE + "".join(TEXT_PIECES)
 
 
 def test_a_failure_after_streaming_began_ends_the_stream_with_an_error_not_a_retry(

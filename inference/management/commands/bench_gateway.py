@@ -48,7 +48,7 @@ def hub_running(home: Path) -> Iterator[Server]:
     log_path = home / "hub.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "mlxhub.asgi:application"],
+            [sys.executable, "-m", "mlxhub.web", "-b", "127.0.0.1", "-p", str(port), "mlxhub.asgi:application"],
             cwd=repo,
             env=env,
             stdout=log,
