@@ -158,8 +158,8 @@ def _stop_after(seconds: float, code: int) -> None:
 
 
 def write_bookkeeping() -> None:
-    """Settle every request still open (its reservation, metrics and audit row), then write what the audit
-    and budget writers hold."""
+    """Settle every request still open (its reservation, metrics and audit row), write what the audit and
+    budget writers hold, and close the relay's connections to upstreams."""
     from audit.services import audit_writer
     from inference.services import ledgers_close_open
     from mlxhub.accounts.budgets import budget_writer
@@ -174,3 +174,6 @@ def write_bookkeeping() -> None:
         logger.error("the audit writer did not finish in %.0f s", STOP_GRACE_SECONDS)
     if not budget_writer.flush(timeout=STOP_GRACE_SECONDS):
         logger.error("the budget writer did not finish in %.0f s", STOP_GRACE_SECONDS)
+    from routing.backends import relay_close
+
+    relay_close()

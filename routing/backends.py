@@ -342,6 +342,18 @@ async def upstream_call(
     raise AssertionError("unreachable: tenacity reraises the last failure")
 
 
+def relay_close(timeout: float = 2.0) -> None:
+    """Close the pooled sessions and their kept-alive connections (at shutdown, from a thread other than
+    their loops'): an open session at exit is logged as an error."""
+    for loop, client in list(_clients.items()):
+        if loop.is_closed() or client.closed:
+            continue
+        try:
+            asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout)
+        except Exception:  # a stuck loop: the process exits anyway
+            logger.warning("could not close the upstream connections", exc_info=True)
+
+
 def breakers_reset() -> None:
     with _breakers_lock:
         _breakers.clear()

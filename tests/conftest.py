@@ -100,7 +100,8 @@ def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: Path, 
     raise RuntimeError(f"server not ready after {timeout}s:\n{log_path.read_text()[-4000:]}")
 
 
-def start_hub(home: Path, **extra_env: str) -> LiveHub:
+def start_hub(home: Path, *, server: str = "daphne", **extra_env: str) -> LiveHub:
+    """``server``: the module run as the web process, ``daphne`` or ``mlxhub.web`` (``serve``'s, with the drain)."""
     from mlxhub.kernels import engine_process_env
 
     home.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,7 @@ def start_hub(home: Path, **extra_env: str) -> LiveHub:
     port = free_port()
     log_path = home / "server.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "mlxhub.asgi:application"],
+        [sys.executable, "-m", server, "-b", "127.0.0.1", "-p", str(port), "mlxhub.asgi:application"],
         cwd=REPO,
         env=env,
         stdout=log_path.open("wb"),

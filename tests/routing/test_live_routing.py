@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -408,3 +409,24 @@ def test_audit_rows_name_the_backend_and_no_secret_reaches_the_logs(hub: LiveHub
     assert UPSTREAM_SECRET not in hub.log()
     dump = hub.manage("dumpdata", "audit").stdout
     assert UPSTREAM_SECRET not in dump
+
+
+def test_a_hub_that_relayed_stops_cleanly_closing_its_upstream_connections(
+    tmp_path: Path, fake_openai: FakeUpstream
+) -> None:
+    hub = start_hub(tmp_path / "relaying-hub", server="mlxhub.web")
+    try:
+        with httpx.Client(base_url=f"{hub.base_url}/api/routing", headers={"Authorization": f"Bearer {hub.api_key}"},
+                          timeout=30) as control:  # fmt: skip
+            credential = add_credential(control, "fake-openai", "openai-compatible", fake_openai.base_url)
+            add_rule(control, "to-openai", target_credential=credential, target_model="gpt-up")
+        fake_openai.reset()
+        client = openai.OpenAI(base_url=f"{hub.base_url}/v1", api_key=hub.api_key, max_retries=0, timeout=30)
+        client.chat.completions.create(model="to-openai", messages=[{"role": "user", "content": "hi"}])
+        assert len(fake_openai.seen) == 1  # a kept-alive connection to the upstream is now open
+    finally:
+        stop_hub(hub)
+    log = hub.log_path.read_text(errors="replace")
+    assert hub.process.returncode == 0, log[-3000:]
+    assert "exiting with 0" in log  # the drain ran
+    assert "Unclosed" not in log, log[-3000:]
