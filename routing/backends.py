@@ -177,10 +177,13 @@ async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[s
     """(event name, data) per server-sent event; lines of any length (a Responses ``response.completed``
     event carries the whole answer), split here rather than by the reader's bounded ``readline``."""
     event, data = "", list[str]()
-    pending = b""
+    partial: list[bytes] = []  # a line's pieces so far: each chunk is scanned once, however long the line
     async for chunk in response.content.iter_any():
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
+        *lines, rest = chunk.split(b"\n")
+        if lines and partial:
+            lines[0], partial = b"".join([*partial, lines[0]]), []
+        if rest:
+            partial.append(rest)
         for raw in lines:
             line = raw.rstrip(b"\r").decode()
             if not line:
@@ -191,8 +194,9 @@ async def _sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[s
                 event = line[6:].strip()
             elif line.startswith("data:"):
                 data.append(line[5:].lstrip())
-    if pending.strip().startswith(b"data:"):
-        data.append(pending.strip()[5:].decode().lstrip())
+    last = b"".join(partial).strip()  # a last line without its newline
+    if last.startswith(b"data:"):
+        data.append(last[5:].decode().lstrip())
     if data:
         yield event or "message", "\n".join(data)
 
