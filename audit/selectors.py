@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.models import User
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Case, Count, IntegerField, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
 from audit.models import AdminAction, AuditLog
@@ -188,44 +188,71 @@ class UsageReport:
 
 
 def usage_report(*, rows: QuerySet[AuditLog], period: str, now: datetime | None = None) -> UsageReport:
-    """Totals, a time series and the split by key and by model of ``rows`` over the period."""
+    """Totals, a time series and the split by key and by model of ``rows`` over the period.
+
+    One pass over the rows sorts each into its bucket, key and model (lists of the row's figures); each group
+    is then summed from its lists at once, which keeps the page fast over tens of thousands of rows.
+    """
     now = now or timezone.now()
     width = USAGE_BUCKETS[period]
     since = now - USAGE_PERIODS[period]
     # Buckets start on a whole bucket (UTC), so the series does not shift with every refresh.
     first = datetime.fromtimestamp(since.timestamp() // width.total_seconds() * width.total_seconds(), tz=UTC)
     count = int((now - first) / width) + 1
-    buckets = [(first + index * width, UsageGroup(name="")) for index in range(count)]
-    total, by_key, by_model = UsageGroup(name="all"), dict[str, UsageGroup](), dict[str, UsageGroup]()
-    values = (
+    # The database names each row's bucket (no datetime made per row in Python): the first edge after it.
+    edges = [When(created_at__lt=first + (index + 1) * width, then=Value(index)) for index in range(count - 1)]
+    bucket = Case(*edges, default=Value(count - 1), output_field=IntegerField())
+    values = list(
         rows.filter(created_at__gte=since)
         .order_by("-created_at")
+        .annotate(bucket=bucket)
         .values_list(
-            "created_at", "status_code", "cancelled", "latency_ms", "ttft_ms",
+            "bucket", "status_code", "cancelled", "latency_ms", "ttft_ms",
             "prompt_tokens", "completion_tokens", "key_prefix", "model_requested",
         )[: USAGE_MAX_ROWS + 1]
     )  # fmt: skip
-    seen = 0
-    for created, status, cancelled, latency, ttft, prompt, completion, key, model in values:
-        seen += 1
-        if seen > USAGE_MAX_ROWS:
-            break
+    truncated = len(values) > USAGE_MAX_ROWS
+    del values[USAGE_MAX_ROWS:]
+    in_bucket: list[list[Figures]] = [[] for _ in range(count)]
+    by_key: dict[str, list[Figures]] = {}
+    by_model: dict[str, list[Figures]] = {}
+    everything: list[Figures] = []
+    for index, status, cancelled, latency, ttft, prompt, completion, key, model in values:
         figures = (status, cancelled, latency, ttft, prompt, completion)
-        total.add(*figures)
-        index = min(count - 1, max(0, int((created - first) / width)))
-        buckets[index][1].add(*figures)
+        everything.append(figures)
+        in_bucket[index].append(figures)
         # No key: a signed-in user's request, from the playground.
-        by_key.setdefault(key or "(playground)", UsageGroup(name=key or "(playground)")).add(*figures)
-        by_model.setdefault(model or "(none)", UsageGroup(name=model or "(none)")).add(*figures)
+        by_key.setdefault(key or "(playground)", []).append(figures)
+        by_model.setdefault(model or "(none)", []).append(figures)
     return UsageReport(
         since=since,
         bucket=width,
-        total=total.close(),
-        buckets=[(start, group.close()) for start, group in buckets],
-        by_key=sorted((group.close() for group in by_key.values()), key=lambda group: -group.requests),
-        by_model=sorted((group.close() for group in by_model.values()), key=lambda group: -group.requests),
-        truncated=seen > USAGE_MAX_ROWS,
+        total=_summed("all", everything),
+        buckets=[(first + index * width, _summed("", figures)) for index, figures in enumerate(in_bucket)],
+        by_key=sorted((_summed(name, figures) for name, figures in by_key.items()), key=lambda g: -g.requests),
+        by_model=sorted((_summed(name, figures) for name, figures in by_model.items()), key=lambda g: -g.requests),
+        truncated=truncated,
     )
+
+
+ERROR_STATUS = 400  # and above: counted as an error
+# One row's (status_code, cancelled, latency_ms, ttft_ms, prompt_tokens, completion_tokens).
+Figures = tuple[int, bool, int, "int | None", int, int]
+
+
+def _summed(name: str, rows: list[Figures]) -> UsageGroup:
+    group = UsageGroup(name=name)
+    if not rows:
+        return group
+    statuses, cancelled, latencies, ttfts, prompts, completions = zip(*rows, strict=True)
+    group.requests = len(rows)
+    group.errors = sum(map(ERROR_STATUS.__le__, statuses))  # map and sum stay in C over many rows
+    group.cancelled = sum(cancelled)
+    group.prompt_tokens = sum(prompts)
+    group.completion_tokens = sum(completions)
+    group.latencies = sorted(latencies)
+    group.ttfts = sorted([ttft for ttft in ttfts if ttft is not None])
+    return group
 
 
 def usage_rows_for(*, user: User, scope: str) -> QuerySet[AuditLog]:

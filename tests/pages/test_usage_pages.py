@@ -266,3 +266,31 @@ def test_ten_thousand_audit_rows_render_in_under_200_ms_of_server_time(root: Any
     assert log < SERVER_TIME_BUDGET, f"/team/log/ took {log * 1000:.0f} ms"
     assert overview < SERVER_TIME_BUDGET, f"/ took {overview * 1000:.0f} ms"
     print(f"10,000 rows: /usage/ {usage * 1000:.0f} ms, /team/log/ {log * 1000:.0f} ms, / {overview * 1000:.0f} ms")
+
+
+def test_each_row_counts_in_the_time_bucket_it_falls_in(root: Any):
+    from datetime import UTC, datetime
+
+    from audit.selectors import usage_report
+
+    now = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)  # the day's series: hourly buckets from 2026-11-30 12:00
+    times = {
+        "just after the period began": datetime(2026, 11, 30, 12, 31, tzinfo=UTC),
+        "on the second bucket's edge": datetime(2026, 11, 30, 13, 0, tzinfo=UTC),
+        "a second before the third": datetime(2026, 11, 30, 13, 59, 59, tzinfo=UTC),
+        "ten minutes ago": datetime(2026, 12, 1, 12, 20, tzinfo=UTC),
+        "before the period": datetime(2026, 11, 30, 12, 29, tzinfo=UTC),
+    }
+    AuditLog.objects.bulk_create(
+        AuditLog(created_at=when, request_id=f"req_bucket_{index}", user=root, endpoint="chat.completions",
+                 status_code=200, latency_ms=100, prompt_tokens=1, completion_tokens=1)
+        for index, when in enumerate(times.values())
+    )  # fmt: skip
+    report = usage_report(rows=AuditLog.objects.filter(request_id__startswith="req_bucket_"), period="day", now=now)
+    counts = {start: group.requests for start, group in report.buckets if group.requests}
+    assert counts == {
+        datetime(2026, 11, 30, 12, 0, tzinfo=UTC): 1,
+        datetime(2026, 11, 30, 13, 0, tzinfo=UTC): 2,
+        datetime(2026, 12, 1, 12, 0, tzinfo=UTC): 1,
+    }
+    assert report.total.requests == 4 and len(report.buckets) == 25
