@@ -115,7 +115,7 @@ def percentile(values: list[int], share: float) -> int | None:
 
 @dataclass
 class UsageGroup:
-    """Requests, tokens, errors and latencies of one key, one model, one time bucket or of everything."""
+    """Requests, tokens, errors and latencies (sorted) of one key, one model, one time bucket or of everything."""
 
     name: str
     requests: int = 0
@@ -125,21 +125,6 @@ class UsageGroup:
     completion_tokens: int = 0
     latencies: list[int] = field(default_factory=list, repr=False)
     ttfts: list[int] = field(default_factory=list, repr=False)
-
-    def add(self, status: int, cancelled: bool, latency: int, ttft: int | None, prompt: int, completion: int) -> None:
-        self.requests += 1
-        self.errors += status >= 400
-        self.cancelled += cancelled
-        self.prompt_tokens += prompt
-        self.completion_tokens += completion
-        self.latencies.append(latency)
-        if ttft is not None:
-            self.ttfts.append(ttft)
-
-    def close(self) -> UsageGroup:
-        self.latencies.sort()
-        self.ttfts.sort()
-        return self
 
     @property
     def total_tokens(self) -> int:
