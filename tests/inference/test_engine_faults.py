@@ -19,7 +19,10 @@ from tests.inference.engine_kit import collect, generation, run, settled
 
 # The tiny model never emits EOS on its own: logit_bias cannot make it stop early, so requests run to length.
 LONG = 64
-DEATH_SECONDS = 2.0
+# The engine fails its requests after the turn in progress. In this process (the whole suite's heap, the stock
+# kernel path's slower steps, CI's load) one turn with an automatic full garbage collection once took 2.2 s; the
+# live test (tests/mlxhub/test_live_lifecycle.py) times the same path in a server of its own: 0.01-0.25 s.
+DEATH_SECONDS = 5.0
 
 
 @pytest.fixture
