@@ -20,9 +20,9 @@ from tests.inference.engine_kit import collect, generation, run, settled
 # The tiny model never emits EOS on its own: logit_bias cannot make it stop early, so requests run to length.
 LONG = 64
 # The engine fails its requests after the turn in progress. In this process (the whole suite's heap, the stock
-# kernel path's slower steps, CI's load) one turn once took 2.2 s (a full garbage collection of that heap, likely; not
-# confirmed); the
-# live test (tests/mlxhub/test_live_lifecycle.py) times the same path in a server of its own: 0.01-0.25 s.
+# kernel path's slower steps, CI's load) one turn once took 2.2 s, likely a full garbage collection of that heap
+# (not confirmed). The live test (tests/mlxhub/test_live_lifecycle.py) times the same path in a server of its
+# own: 0.01-0.25 s.
 DEATH_SECONDS = 5.0
 
 
