@@ -4,6 +4,10 @@
 handlers stop the reactor at once, cancelling every request in flight; here the first SIGTERM or SIGINT
 starts ``mlxhub.lifecycle``'s drain instead (a second one stops at once), and the process exits with
 the lifecycle's code: 0 after a drain, ``ENGINE_DIED_EXIT_CODE`` when its engine died.
+
+Its requests skip Twisted's parse of a POST body into form arguments: ASGI hands the application the raw
+body, which Django parses itself, and Twisted's parse of every POST's ``Content-Type`` (through the
+``email`` package) was 6 % of the event loop's busy time under routed load.
 """
 
 from __future__ import annotations
@@ -14,10 +18,24 @@ import sys
 from types import FrameType
 from typing import Any
 
+from daphne import server as daphne_server
 from daphne.cli import CommandLineInterface
+from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
 
 logger = logging.getLogger(__name__)
+
+
+class BodyRequest(WebRequest):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
+
+
+class BodyHTTPFactory(HTTPFactory):  # type: ignore[misc]
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = BodyRequest
+        return protocol
 
 
 class DrainingServer(Server):  # type: ignore[misc]  # daphne ships no type hints
@@ -37,6 +55,7 @@ class DrainingServer(Server):  # type: ignore[misc]  # daphne ships no type hint
                 reactor.callFromThread(self.stop)
 
         lifecycle.serve_with(stop)
+        daphne_server.HTTPFactory = BodyHTTPFactory  # what Server.run builds its HTTP factory from
         self.signal_handlers = False  # ours, not Twisted's: installed before the reactor runs
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
