@@ -329,7 +329,17 @@ async def _attempt(
 async def upstream_call(
     credential: CredentialTarget, body: dict[str, Any], *, path: str, stream: bool
 ) -> dict[str, Any] | UpstreamStream:
-    """POST ``body`` to the upstream: the JSON answer, or a stream whose first event has arrived."""
+    """POST ``body`` to the upstream: the JSON answer, or a stream whose first event has arrived.
+
+    The first attempt runs bare: building tenacity's retry state for every call was 2 % of the event
+    loop's busy time under routed load. A retryable failure starts tenacity with that failure as its first
+    attempt, so its stop and backoff count from there."""
+    try:
+        return await _attempt(credential, body, path=path, stream=stream)
+    except UpstreamError as exc:
+        if not exc.retryable:
+            raise
+        failure: UpstreamError | None = exc
     retrying = AsyncRetrying(
         stop=stop_after_attempt(settings.MLXHUB_ROUTING_RETRY_ATTEMPTS),
         wait=wait_exponential_jitter(
@@ -340,8 +350,10 @@ async def upstream_call(
     )
     async for attempt in retrying:
         with attempt:
-            if attempt.retry_state.attempt_number > 1:
-                logger.info("retrying upstream %s (attempt %s)", credential.name, attempt.retry_state.attempt_number)
+            if failure is not None:  # attempt 1: the bare one's failure
+                error, failure = failure, None
+                raise error
+            logger.info("retrying upstream %s (attempt %s)", credential.name, attempt.retry_state.attempt_number)
             return await _attempt(credential, body, path=path, stream=stream)
     raise AssertionError("unreachable: tenacity reraises the last failure")
 
