@@ -94,7 +94,7 @@ def servers_running(
     home = Path(tempfile.mkdtemp(prefix="hub-home-", dir=out_dir))
     servers: dict[str, Server] = {}
     try:
-        servers[HUB] = _start_hub(repo=repo, model_dir=model_dir, home=home, logs=logs, hub_env=hub_env)
+        servers[HUB] = start_hub(repo=repo, home=home, log_path=logs / "hub.log", hub_env=hub_env, register=model_dir)
         if with_mlx:
             servers[MLX] = _start_mlx_lm(model_dir=model_dir, logs=logs)
         for server in servers.values():
@@ -124,7 +124,11 @@ def server_kernels(servers: Mapping[str, Server], model_dir: Path) -> dict[str, 
     return kernels
 
 
-def _start_hub(*, repo: Path, model_dir: Path, home: Path, logs: Path, hub_env: Mapping[str, str]) -> Server:
+def start_hub(
+    *, repo: Path, home: Path, log_path: Path, hub_env: Mapping[str, str], register: Path | None = None
+) -> Server:
+    """A hub of its own on the embedded default, its web process as ``manage.py serve`` runs it
+    (``python -m mlxhub.web``): bootstrapped in ``home``, with ``register`` served as SERVED_NAME, pinned."""
     env = {key: value for key, value in hub_env.items() if key not in HUB_ENV_DROPPED}
     api_key = "mlxh-bench-" + secrets.token_hex(16)
     env.update(
@@ -133,26 +137,29 @@ def _start_hub(*, repo: Path, model_dir: Path, home: Path, logs: Path, hub_env: 
             "MLXHUB_API_KEY": api_key,
             "MLXHUB_ADMIN_PASSWORD": secrets.token_urlsafe(16),
             "MLXHUB_DEMO_PRESET": "tiny",
-            "MLXHUB_ENGINE_PRELOAD": "1",
             "DJANGO_SETTINGS_MODULE": "mlxhub.settings",
         }
     )
+    steps = [["bootstrap"]]
+    if register is not None:
+        env["MLXHUB_ENGINE_PRELOAD"] = "1"
+        steps.append(["register_model", str(register), "--name", SERVED_NAME, "--pinned"])
     manage = [sys.executable, str(repo / "manage.py")]
-    for step in (["bootstrap"], ["register_model", str(model_dir), "--name", SERVED_NAME, "--pinned"]):
+    for step in steps:
         done = subprocess.run([*manage, *step], cwd=repo, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise BenchError(f"manage.py {step[0]} failed:\n{done.stderr[-3000:]}")
     port = free_port()
-    log_path = logs / "hub.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "mlxhub.asgi:application"],
+            [sys.executable, "-m", "mlxhub.web", "-b", "127.0.0.1", "-p", str(port), "mlxhub.asgi:application"],
             cwd=repo,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    return Server(HUB, f"http://127.0.0.1:{port}", process, log_path, api_key=api_key, model=SERVED_NAME)
+    model = SERVED_NAME if register is not None else None
+    return Server(HUB, f"http://127.0.0.1:{port}", process, log_path, api_key=api_key, model=model)
 
 
 def _start_mlx_lm(*, model_dir: Path, logs: Path) -> Server:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,44 +14,17 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from inference.bench.common import BenchError
-from inference.bench.constants import HUB, HUB_ENV_DROPPED
 from inference.bench.gateway import FakeUpstream, measure, route_to
-from inference.bench.servers import Server, free_port, server_stop, server_wait_ready
+from inference.bench.servers import Server, server_stop, server_wait_ready, start_hub
 from mlxhub.kernels import engine_process_env
 
 
 @contextmanager
 def hub_running(home: Path) -> Iterator[Server]:
     """A hub of its own (the embedded default, the tiny demo model), as `manage.py serve` runs its web process."""
-    api_key = "mlxh-gateway-" + secrets.token_hex(16)
-    env = {key: value for key, value in os.environ.items() if key not in HUB_ENV_DROPPED}
-    env.update(
-        {
-            "MLXHUB_HOME": str(home),
-            "MLXHUB_API_KEY": api_key,
-            "MLXHUB_DEMO_PRESET": "tiny",
-            "MLXHUB_ADMIN_PASSWORD": secrets.token_urlsafe(16),
-            "DJANGO_SETTINGS_MODULE": "mlxhub.settings",
-        }
+    server = start_hub(
+        repo=Path(settings.BASE_DIR), home=home, log_path=home / "hub.log", hub_env=engine_process_env(dict(os.environ))
     )
-    env = engine_process_env(env)
-    repo = Path(settings.BASE_DIR)
-    done = subprocess.run(
-        [sys.executable, "manage.py", "bootstrap"], cwd=repo, env=env, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise BenchError(f"bootstrap failed:\n{done.stderr[-3000:]}")
-    port = free_port()
-    log_path = home / "hub.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlxhub.web", "-b", "127.0.0.1", "-p", str(port), "mlxhub.asgi:application"],
-            cwd=repo,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(HUB, f"http://127.0.0.1:{port}", process, log_path, api_key=api_key)
     try:
         server_wait_ready(server)
         yield server
