@@ -343,7 +343,7 @@ async def upstream_call(
     retrying = AsyncRetrying(
         stop=stop_after_attempt(settings.MLXHUB_ROUTING_RETRY_ATTEMPTS),
         wait=wait_exponential_jitter(
-            initial=settings.MLXHUB_ROUTING_RETRY_INITIAL_SECONDS, max=settings.MLXHUB_ROUTING_RETRY_MAX_SECONDS
+            multiplier=settings.MLXHUB_ROUTING_RETRY_INITIAL_SECONDS, max=settings.MLXHUB_ROUTING_RETRY_MAX_SECONDS
         ),
         retry=retry_if_exception(lambda exc: isinstance(exc, UpstreamError) and exc.retryable),
         reraise=True,

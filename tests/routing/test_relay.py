@@ -3,7 +3,9 @@ splitting of server-sent events into lines."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -64,3 +66,62 @@ async def test_events_are_split_whatever_the_chunks_and_line_ends() -> None:
     finally:
         await runner.cleanup()
     assert events == [("first", long_data), ("message", "one\ntwo"), ("message", "[DONE]")]
+
+
+@pytest.mark.parametrize(("answers", "calls", "outcome"), [
+    (["500"] * 5, 3, 500),  # retryable every time: exactly the configured attempts, then the last failure
+    (["500", "200"], 2, 200),  # one retry, then the answer
+    (["400", "200"], 1, 400),  # the request was at fault: not retried
+])  # fmt: skip
+async def test_an_upstream_call_makes_exactly_the_attempts_its_failures_call_for(
+    settings: Any, answers: list[str], calls: int, outcome: int
+) -> None:
+    """The first attempt runs without tenacity; a retryable failure hands the rest to it, counted from 1."""
+    from aiohttp import web
+
+    from mlxhub import crypto
+    from routing.backends import UpstreamError, _clients, breakers_reset, upstream_call
+    from routing.selectors import CredentialTarget
+
+    settings.MLXHUB_ROUTING_RETRY_ATTEMPTS = 3
+    settings.MLXHUB_ROUTING_RETRY_INITIAL_SECONDS = 0.001
+    settings.MLXHUB_ROUTING_RETRY_MAX_SECONDS = 0.002
+    settings.MLXHUB_ROUTING_BREAKER_FAILURES = 10
+    breakers_reset()
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        answer = answers[len(seen)]
+        seen.append(answer)
+        if answer == "200":
+            return web.json_response({"id": "chatcmpl-1", "choices": []})
+        return web.json_response({"error": {"message": "no", "type": "x"}}, status=int(answer))
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    url = f"http://127.0.0.1:{port}/v1"
+    secret = crypto.encrypt("sk-test")
+    credential = CredentialTarget(
+        id=9001, name="counted", provider="openai-compatible", base_url=url, encrypted_secret=secret
+    )
+    try:
+        try:
+            answer = await upstream_call(
+                credential, {"model": "m", "messages": []}, path="/chat/completions", stream=False
+            )
+            status = 200
+            assert answer == {"id": "chatcmpl-1", "choices": []}
+        except UpstreamError as exc:
+            status = exc.status
+    finally:
+        await runner.cleanup()
+        client = _clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+        breakers_reset()
+    assert (len(seen), status) == (calls, outcome)
