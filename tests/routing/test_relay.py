@@ -1,10 +1,11 @@
-"""The relay to upstreams: its proxy from the environment (as httpx read it, once per upstream), and its
-splitting of server-sent events into lines."""
+"""The relay to upstreams: its proxy from the environment (as httpx read it, once per upstream), its
+splitting of server-sent events into lines, and how many attempts a call makes."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -19,6 +20,23 @@ def fresh_lookups(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _proxy.cache_clear()
     yield
     _proxy.cache_clear()
+
+
+@asynccontextmanager
+async def serving(path: str, handler: Any) -> AsyncIterator[int]:
+    """A real aiohttp server answering POSTs to ``path`` with ``handler``, on a free port (yielded)."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
 
 
 def test_an_https_upstream_goes_through_https_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,18 +71,12 @@ async def test_events_are_split_whatever_the_chunks_and_line_ends() -> None:
             await response.write(body[start : start + 997])
         return response
 
-    app = web.Application()
-    app.router.add_post("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with ClientSession() as session, session.post(f"http://127.0.0.1:{port}/") as response:
-            events = [event async for event in _sse_events(response)]
-    finally:
-        await runner.cleanup()
+    async with (
+        serving("/", handler) as port,
+        ClientSession() as session,
+        session.post(f"http://127.0.0.1:{port}/") as response,
+    ):
+        events = [event async for event in _sse_events(response)]
     assert events == [("first", long_data), ("message", "one\ntwo"), ("message", "[DONE]")]
 
 
@@ -97,29 +109,21 @@ async def test_an_upstream_call_makes_exactly_the_attempts_its_failures_call_for
             return web.json_response({"id": "chatcmpl-1", "choices": []})
         return web.json_response({"error": {"message": "no", "type": "x"}}, status=int(answer))
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}/v1"
     secret = crypto.encrypt("sk-test")
-    credential = CredentialTarget(
-        id=9001, name="counted", provider="openai-compatible", base_url=url, encrypted_secret=secret
-    )
     try:
-        try:
-            answer = await upstream_call(
-                credential, {"model": "m", "messages": []}, path="/chat/completions", stream=False
+        async with serving("/v1/chat/completions", handler) as port:
+            url = f"http://127.0.0.1:{port}/v1"
+            credential = CredentialTarget(
+                id=9001, name="counted", provider="openai-compatible", base_url=url, encrypted_secret=secret
             )
-            status = 200
-            assert answer == {"id": "chatcmpl-1", "choices": []}
-        except UpstreamError as exc:
-            status = exc.status
+            try:
+                body = {"model": "m", "messages": []}
+                answer = await upstream_call(credential, body, path="/chat/completions", stream=False)
+                status = 200
+                assert answer == {"id": "chatcmpl-1", "choices": []}
+            except UpstreamError as exc:
+                status = exc.status
     finally:
-        await runner.cleanup()
         client = _clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.close()
