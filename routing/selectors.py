@@ -124,10 +124,11 @@ class _RuleCache:
 
     def load(self) -> list[_CompiledRule]:
         with self._lock:
-            version = shared_cache().get(RULES_VERSION_KEY)
+            backend = shared_cache()
+            version = backend.get(RULES_VERSION_KEY)
             if version is None:
                 version = uuid.uuid4().hex
-                shared_cache().set(RULES_VERSION_KEY, version, None)
+                backend.set(RULES_VERSION_KEY, version, None)
             rules = [
                 _CompiledRule(rule, _targets(rule))
                 for rule in RoutingRule.objects.filter(enabled=True)

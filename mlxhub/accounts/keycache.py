@@ -31,11 +31,12 @@ class KeyCache:
         self._version: str | None = None
 
     def _current_version(self) -> str:
-        version = shared_cache().get(KEYS_VERSION_KEY)
+        backend = shared_cache()
+        version = backend.get(KEYS_VERSION_KEY)
         if version is None:
             version = uuid.uuid4().hex
-            shared_cache().add(KEYS_VERSION_KEY, version, None)
-            version = shared_cache().get(KEYS_VERSION_KEY) or version
+            backend.add(KEYS_VERSION_KEY, version, None)
+            version = backend.get(KEYS_VERSION_KEY) or version
         return str(version)
 
     def get(self, hashed: str) -> ApiKey | None:
