@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.cache import cache
 from django.db.models import QuerySet
 
 from catalog import hub
@@ -33,7 +34,6 @@ from inference.engine.stats import ModelStats
 from mlxhub import crypto
 from mlxhub.accounts.models import Role
 from mlxhub.accounts.selectors import user_role
-from mlxhub.caching import shared_cache
 
 
 def profiles_servable() -> QuerySet[Profile]:
@@ -131,7 +131,7 @@ def hub_search(query: SearchQuery) -> SearchPage:
     """One page of hub models; quantization and architecture are filtered here (the hub cannot)."""
     token = hub_token_value()
     key = _cache_key("search", token, **asdict(query))
-    cached = shared_cache().get(key)
+    cached = cache.get(key)
     if cached is not None:
         return SearchPage(**cached)
     filtering_here = bool(query.quantization or query.architecture or query.max_size_bytes is not None)
@@ -158,7 +158,7 @@ def hub_search(query: SearchQuery) -> SearchPage:
         has_next=len(summaries) > start + query.per_page,
         query=asdict(query),
     )
-    shared_cache().set(key, asdict(page), settings.MLXHUB_HUB_CACHE_SECONDS)
+    cache.set(key, asdict(page), settings.MLXHUB_HUB_CACHE_SECONDS)
     return page
 
 
@@ -172,7 +172,7 @@ def hub_model_detail(*, repo_id: str, revision: str | None = None) -> dict[str, 
 def _hub_model_facts(*, repo_id: str, revision: str | None) -> dict[str, Any]:
     token = hub_token_value()
     key = _cache_key("detail", token, repo_id=repo_id, revision=revision)
-    cached = shared_cache().get(key)
+    cached = cache.get(key)
     if cached is not None:
         return dict(cached)
     info = hub.model_info(repo_id, revision=revision, token=token)
@@ -203,7 +203,7 @@ def _hub_model_facts(*, repo_id: str, revision: str | None) -> dict[str, Any]:
         "size_bytes": sum(item["size"] for item in files),
         "weights_bytes": weights_bytes((item["path"], item["size"]) for item in files),
     }
-    shared_cache().set(key, detail, settings.MLXHUB_HUB_CACHE_SECONDS)
+    cache.set(key, detail, settings.MLXHUB_HUB_CACHE_SECONDS)
     return detail
 
 

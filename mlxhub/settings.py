@@ -298,7 +298,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MLXHUB_MAX_BODY_BYTES
 if MLXHUB_REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "mlxhub.caching.SharedPoolRedisCache",  # one connection pool per process, not per request
             "LOCATION": MLXHUB_REDIS_URL,
             "KEY_PREFIX": "mlxhub",
         }

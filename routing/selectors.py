@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.core.cache import cache
 from django.db import close_old_connections, transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from catalog.models import Profile
-from mlxhub.caching import shared_cache
 from routing.constants import (
     MODEL_NAME_MAX_LENGTH,
     REGEX_MATCH_TIMEOUT_SECONDS,
@@ -96,7 +96,7 @@ class _RuleCache:
         rules = self._rules
         if rules is None or time.monotonic() - self._loaded_at > RULES_CACHE_SECONDS:
             return None
-        if shared_cache().get(RULES_VERSION_KEY) != self._version:
+        if cache.get(RULES_VERSION_KEY) != self._version:
             return None
         return rules
 
@@ -104,7 +104,7 @@ class _RuleCache:
         """The rules, and whether they are only past their age (no change was signalled): those may serve
         while a reload runs elsewhere, so no request waits for the database for the sake of the TTL."""
         rules = self._rules
-        if rules is None or shared_cache().get(RULES_VERSION_KEY) != self._version:
+        if rules is None or cache.get(RULES_VERSION_KEY) != self._version:
             return None, False
         return rules, time.monotonic() - self._loaded_at > RULES_CACHE_SECONDS
 
@@ -124,11 +124,10 @@ class _RuleCache:
 
     def load(self) -> list[_CompiledRule]:
         with self._lock:
-            backend = shared_cache()
-            version = backend.get(RULES_VERSION_KEY)
+            version = cache.get(RULES_VERSION_KEY)
             if version is None:
                 version = uuid.uuid4().hex
-                backend.set(RULES_VERSION_KEY, version, None)
+                cache.set(RULES_VERSION_KEY, version, None)
             rules = [
                 _CompiledRule(rule, _targets(rule))
                 for rule in RoutingRule.objects.filter(enabled=True)
@@ -140,7 +139,7 @@ class _RuleCache:
 
     def invalidate(self) -> None:
         self._rules = None
-        shared_cache().set(RULES_VERSION_KEY, uuid.uuid4().hex, None)
+        cache.set(RULES_VERSION_KEY, uuid.uuid4().hex, None)
 
 
 _rule_cache = _RuleCache()

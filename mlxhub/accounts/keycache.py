@@ -15,13 +15,13 @@ from collections import OrderedDict
 from typing import Any
 
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from mlxhub.accounts.constants import API_KEY_CACHE_SECONDS, API_KEY_CACHE_SIZE, KEYS_VERSION_KEY
 from mlxhub.accounts.models import ApiKey, Membership, Team
-from mlxhub.caching import shared_cache
 
 
 class KeyCache:
@@ -31,12 +31,11 @@ class KeyCache:
         self._version: str | None = None
 
     def _current_version(self) -> str:
-        backend = shared_cache()
-        version = backend.get(KEYS_VERSION_KEY)
+        version = cache.get(KEYS_VERSION_KEY)
         if version is None:
             version = uuid.uuid4().hex
-            backend.add(KEYS_VERSION_KEY, version, None)
-            version = backend.get(KEYS_VERSION_KEY) or version
+            cache.add(KEYS_VERSION_KEY, version, None)
+            version = cache.get(KEYS_VERSION_KEY) or version
         return str(version)
 
     def get(self, hashed: str) -> ApiKey | None:
@@ -67,7 +66,7 @@ class KeyCache:
                 self._keys.popitem(last=False)
 
     def invalidate(self) -> None:
-        shared_cache().set(KEYS_VERSION_KEY, uuid.uuid4().hex, None)
+        cache.set(KEYS_VERSION_KEY, uuid.uuid4().hex, None)
         with self._lock:
             self._keys.clear()
 
